@@ -52,12 +52,12 @@ class LoadedModel:
         x = lq.to(self.device, run_dtype)
         if noise is not None:
             noise = noise.to(self.device, run_dtype)
-        net = self.net if run_dtype == self.dtype else self.net.to(run_dtype)
+        switched = run_dtype != self.dtype
+        if switched:  # e.g. the fp32 redo of a half-precision tile that overflowed
+            self.net.to(run_dtype)
         try:
-            out = net.upscale(x, generator=generator, steps=steps, noise=noise)
+            out = self.net.upscale(x, generator=generator, steps=steps, noise=noise)
         finally:
-            if net is self.net and run_dtype != self.dtype:
-                pass
-            elif run_dtype != self.dtype:
+            if switched:
                 self.net.to(self.dtype)
         return out.to(src_device, torch.float32)
