@@ -13,15 +13,16 @@ Contract every model class satisfies (the engine relies on nothing else):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-from torch import Tensor, nn
+from typing import TYPE_CHECKING, Any
 
 from realsr_cli.errors import UnknownModelError
 
-StateDict = dict[str, Tensor]
+if TYPE_CHECKING:  # keep `realsr models list` free of the torch import
+    from torch import Tensor, nn
+
+StateDict = dict[str, "Tensor"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,17 @@ class ArchSpec:
     stochastic: bool = False
     #: number of official checkpoint files convert_checkpoint expects (UPSR: denoiser + g)
     official_files: int = 1
+    #: several official files -> one state dict; None: registry/convert.py's default merge
+    #: (file i's keys get official_file_prefixes[i]; clashing keys are errors)
+    merge_official: Callable[[Sequence[StateDict]], StateDict] | None = None
+    official_file_prefixes: tuple[str, ...] = ()
+    #: Gaussian window width for tile blending in tile-side units (None: engine default);
+    #: RealSRT Eq. 3 uses sqrt(0.05)
+    tile_sigma: float | None = None
+    #: LR pixels at interior tile edges given zero weight (None: overlap // 4)
+    tile_margin: int | None = None
+    #: activation memory per output pixel at fp32 for --tile auto (None: engine default)
+    bytes_per_output_pixel: int | None = None
 
 
 def _femasr() -> ArchSpec:
@@ -68,7 +80,7 @@ def _femasr() -> ArchSpec:
         infer_config=femasr.config_from_state_dict,
         convert_official=femasr.convert_official_state_dict,
         scale_of=lambda cfg: cfg.scale,
-        tile_multiple=8,
+        tile_multiple=16,  # x4 pads to multiples of 16 LR px (x2: 32); any tile works
         min_size=1,
         default_tile=192,
         default_overlap=16,
@@ -76,9 +88,57 @@ def _femasr() -> ArchSpec:
     )
 
 
+def _realsrt() -> ArchSpec:
+    from realsr_cli.models import realsrt
+
+    return ArchSpec(
+        name="realsrt",
+        title="RealSRT",
+        paper="Peng et al., Confidence-Based Iterative Generation for Real-World Image "
+        "Super-Resolution (RealSRT)",
+        config_cls=realsrt.RealSRTConfig,
+        build=realsrt.RealSRTNet,
+        infer_config=realsrt.config_from_state_dict,
+        convert_official=realsrt.convert_official_state_dict,
+        scale_of=lambda cfg: cfg.scale,
+        # the paper's patch aggregation (Eq. 3): 64-px LR patches, stride 32, Gaussian var 0.05
+        tile_multiple=32,
+        default_tile=64,
+        default_overlap=32,
+        tile_sigma=0.05**0.5,
+        tile_margin=0,
+        half_ok=False,  # discrete token choices flip in fp16/bf16
+    )
+
+
+def _upsr() -> ArchSpec:
+    from realsr_cli.models import upsr
+
+    return ArchSpec(
+        name="upsr",
+        title="UPSR",
+        paper="Zhang et al., Uncertainty-guided Perturbation for Image Super-Resolution Diffusion "
+        "Model, CVPR 2025",
+        config_cls=upsr.UPSRConfig,
+        build=upsr.UPSRNet,
+        infer_config=upsr.config_from_state_dict,
+        convert_official=upsr.convert_official_state_dict,
+        scale_of=lambda cfg: cfg.scale,
+        tile_multiple=64,
+        default_tile=128,
+        default_overlap=16,
+        half_ok=False,  # not yet validated in half precision
+        stochastic=True,
+        official_files=2,
+        merge_official=upsr.merge_official,
+    )
+
+
 # Literal table of architecture name -> factory (imports stay lazy so `realsr models list` is fast).
 ARCHITECTURES: dict[str, Callable[[], ArchSpec]] = {
     "femasr": _femasr,
+    "realsrt": _realsrt,
+    "upsr": _upsr,
 }
 
 

@@ -1,0 +1,1 @@
+"""The command line (typer + rich). Nothing else in the package imports this."""

@@ -1,0 +1,67 @@
+"""Small glue shared by upscale and batch: turn parsed options into engine calls."""
+
+from __future__ import annotations
+
+from realsr_cli.cli import _output
+from realsr_cli.cli._options import parse_tile
+from realsr_cli.engine import api
+from realsr_cli.errors import UsageError
+
+
+def load(
+    model: str | None,
+    weights: str | None,
+    scale: float | None,
+    device: str,
+    precision: str,
+    offline: bool,
+    view: _output.ProgressView,
+) -> api.LoadedModel:
+    if model and weights:
+        raise UsageError("--model and --weights are exclusive", hint="give one of them")
+    native = int(scale) if scale is not None and float(scale).is_integer() else None
+    return api.load_model(
+        weights or model,
+        device=device,
+        precision=precision,
+        scale=native,
+        offline=True if offline else None,
+        progress=view.bytes,
+    )
+
+
+def options(
+    *,
+    scale: float | None,
+    tile: str,
+    tile_overlap: int | None,
+    tile_batch: int,
+    seed: int | None,
+    steps: int | None,
+    alpha: str,
+    bit_depth: int | None,
+    quality: int,
+    fmt: str | None,
+    max_pixels: int | None,
+) -> api.UpscaleOptions:
+    if bit_depth not in (None, 8, 16):
+        raise UsageError(f"--bit-depth must be 8 or 16, got {bit_depth}")
+    kwargs = {} if max_pixels is None else {"max_pixels": max_pixels or None}
+    return api.UpscaleOptions(
+        scale=scale,
+        tile=parse_tile(tile),
+        tile_overlap=tile_overlap,
+        tile_batch=tile_batch,
+        seed=seed,
+        steps=steps,
+        alpha=alpha,  # type: ignore[arg-type]
+        bit_depth=bit_depth,
+        quality=quality,
+        format=fmt,
+        **kwargs,
+    )
+
+
+def describe(model: api.LoadedModel) -> str:
+    name = model.weights_id or model.weights_path
+    return f"{name} ({model.spec.title} x{model.scale}) on {model.device}, {api._precision_name(model.dtype)}"

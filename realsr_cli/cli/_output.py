@@ -1,0 +1,133 @@
+"""The only terminal writer: messages, progress and tables on stderr; --json on stdout."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+err = Console(stderr=True, highlight=False)
+_quiet = False
+
+
+def setup(*, quiet: bool = False, verbose: bool = False) -> None:
+    """Route library logging (warnings by default) to stderr through rich."""
+    global _quiet
+    _quiet = quiet
+    level = logging.DEBUG if verbose else (logging.ERROR if quiet else logging.WARNING)
+    root = logging.getLogger("realsr_cli")
+    root.handlers.clear()
+    handler = RichHandler(console=err, show_time=False, show_path=False, markup=False)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+def error(message: str, hint: str | None = None) -> None:
+    err.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    if hint:
+        err.print(f"[dim]hint:[/] {hint}", markup=True, soft_wrap=True)
+
+
+def warn(message: str) -> None:
+    err.print(f"[yellow]warning:[/] {message}", markup=True, soft_wrap=True)
+
+
+def info(message: str) -> None:
+    if not _quiet:
+        err.print(message, markup=False, soft_wrap=True)
+
+
+def success(message: str) -> None:
+    if not _quiet:
+        err.print(f"[green]✓[/] {message}", markup=True, soft_wrap=True)
+
+
+def emit_json(obj: Any) -> None:
+    """Machine-readable result: the only thing written to stdout."""
+    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:
+    t = Table(title=title, show_lines=False, header_style="bold")
+    for c in columns:
+        t.add_column(c)
+    for r in rows:
+        t.add_row(*["" if v is None else str(v) for v in r])
+    err.print(t)
+
+
+def key_values(title: str, items: list[tuple[str, Any]]) -> None:
+    t = Table(title=title, show_header=False, box=None, pad_edge=False)
+    t.add_column(style="bold")
+    t.add_column()
+    for k, v in items:
+        t.add_row(k, "" if v is None else str(v))
+    err.print(t)
+
+
+class ProgressView:
+    """Images and tiles, with ETA. Disabled (no output) when quiet or stderr is not a terminal."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        self._p = progress
+        self._images: TaskID | None = None
+        self._tiles: TaskID | None = None
+
+    def images(self, total: int) -> None:
+        if self._p is not None:
+            self._images = self._p.add_task("images", total=total)
+
+    def advance_image(self, name: str = "") -> None:
+        if self._p is not None and self._images is not None:
+            self._p.update(self._images, advance=1, description=f"images {name}"[:60])
+
+    def tiles(self, done: int, total: int) -> None:
+        if self._p is None:
+            return
+        if self._tiles is None:
+            self._tiles = self._p.add_task("tiles", total=total)
+        self._p.update(self._tiles, completed=done, total=total)
+
+    def bytes(self, done: int, total: int) -> None:
+        self.tiles(done, total)
+
+    def reset_tiles(self) -> None:
+        if self._p is not None and self._tiles is not None:
+            self._p.remove_task(self._tiles)
+            self._tiles = None
+
+
+@contextmanager
+def progress(enabled: bool = True) -> Iterator[ProgressView]:
+    if not enabled or _quiet or not err.is_terminal:
+        yield ProgressView(None)
+        return
+    p = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    )
+    with p:
+        yield ProgressView(p)

@@ -1,0 +1,127 @@
+"""`realsr models list | info ID | download ID | verify ID | path ID`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from realsr_cli.cli import _output
+from realsr_cli.cli._options import JsonOpt
+from realsr_cli.errors import ChecksumError, ModelError
+
+app = typer.Typer(
+    help="Browse, download and check the models in the registry (weights.toml).\n\n"
+    "Examples:\n\n  realsr models list\n\n  realsr models download femasr-x4 --trust\n\n"
+    "  realsr models info femasr-x4 --json",
+    no_args_is_help=True,
+)
+
+IdArg = Annotated[str, typer.Argument(help="Model id or alias, e.g. femasr-x4.", show_default=False)]
+
+
+def _catalog():
+    from realsr_cli.registry.catalog import load_catalog
+
+    return load_catalog()
+
+
+def _entry_json(entry, cached) -> dict:
+    d = entry.to_json()
+    d["cached"] = cached is not None
+    d["path"] = None if cached is None else str(cached)
+    return d
+
+
+@app.command("list")
+def list_models(json_out: JsonOpt = False) -> None:
+    """List every model in the registry and whether it is cached.
+
+    Example: realsr models list --json
+    """
+    from realsr_cli.registry import hub
+
+    cat = _catalog()
+    rows = [(e, hub.cached_path(e)) for e in cat.entries]
+    if json_out:
+        _output.emit_json([_entry_json(e, c) for e, c in rows])
+        return
+    _output.table(
+        "realsr models",
+        ["id", "arch", "scale", "aliases", "cached", "license"],
+        [[e.id, e.arch, f"x{e.scale}", ", ".join(e.aliases), "yes" if c else "no", e.license] for e, c in rows],
+    )
+
+
+@app.command("info")
+def info(model_id: IdArg, json_out: JsonOpt = False) -> None:
+    """Show everything the registry knows about one model.
+
+    Example: realsr models info femasr-x4
+    """
+    from realsr_cli.registry import hub
+
+    e = _catalog().get(model_id)
+    cached = hub.cached_path(e)
+    if json_out:
+        _output.emit_json(_entry_json(e, cached))
+        return
+    _output.key_values(e.id, [(k, v) for k, v in _entry_json(e, cached).items() if v not in (None, "", [])])
+
+
+@app.command("download")
+def download(
+    model_id: IdArg,
+    trust: Annotated[
+        bool,
+        typer.Option("--trust", help="Trust on first use: record the sha256 of a file the registry has no hash for."),
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Download (and convert, for official .pth files) a model into the cache.
+
+    Example: realsr models download femasr-x4 --trust
+    """
+    from realsr_cli.registry import hub
+
+    e = _catalog().get(model_id)
+    with _output.progress() as view:
+        path = hub.fetch(e, trust_on_first_use=trust, progress=view.bytes)
+    if json_out:
+        _output.emit_json(_entry_json(e, path))
+    else:
+        _output.success(f"{e.id} ready at {path}")
+
+
+@app.command("verify")
+def verify(model_id: IdArg, json_out: JsonOpt = False) -> None:
+    """Re-hash the cached file and compare it with the recorded sha256 (exit 3 on mismatch).
+
+    Example: realsr models verify femasr-x4
+    """
+    from realsr_cli.registry import hub
+
+    e = _catalog().get(model_id)
+    ok, digest = hub.verify(e)
+    if json_out:
+        _output.emit_json({"id": e.id, "ok": ok, "sha256": digest})
+    if not ok:
+        raise ChecksumError(f"{e.id}: cached file does not match its recorded sha256 ({digest})",
+                            hint=f"delete it and run `realsr models download {e.id}`")
+    if not json_out:
+        _output.success(f"{e.id}: sha256 {digest} ok")
+
+
+@app.command("path")
+def path(model_id: IdArg) -> None:
+    """Print the cached weights path on stdout (exit 3 if not downloaded).
+
+    Example: realsr upscale x.png --weights "$(realsr models path femasr-x4)"
+    """
+    from realsr_cli.registry import hub
+
+    e = _catalog().get(model_id)
+    p = hub.cached_path(e)
+    if p is None:
+        raise ModelError(f"{e.id} is not in the cache", hint=f"run `realsr models download {e.id}`")
+    typer.echo(str(p))

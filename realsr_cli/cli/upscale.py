@@ -1,0 +1,91 @@
+"""`realsr upscale INPUT [-o OUTPUT]`: one image, from a file or stdin, to a file or stdout."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from realsr_cli.cli import _common, _output
+from realsr_cli.cli._options import (
+    AlphaMode,
+    AlphaOpt,
+    BitDepthOpt,
+    DeviceOpt,
+    FormatOpt,
+    JsonOpt,
+    MaxPixelsOpt,
+    ModelOpt,
+    OfflineOpt,
+    Precision,
+    PrecisionOpt,
+    QualityOpt,
+    ScaleOpt,
+    SeedOpt,
+    StepsOpt,
+    TileBatchOpt,
+    TileOpt,
+    TileOverlapOpt,
+    WeightsOpt,
+)
+from realsr_cli.engine import api
+from realsr_cli.errors import UsageError
+
+
+def upscale(
+    input: Annotated[str, typer.Argument(help="Image file, or - to read from stdin.", show_default=False)],
+    output: Annotated[
+        str | None,
+        typer.Option("--output", "-o", help="Output file, or - for stdout. Default: INPUT_x<scale>.<ext> (stdout for -)."),
+    ] = None,
+    model: ModelOpt = None,
+    weights: WeightsOpt = None,
+    scale: ScaleOpt = None,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = Precision.auto,
+    tile: TileOpt = "auto",
+    tile_overlap: TileOverlapOpt = None,
+    tile_batch: TileBatchOpt = 1,
+    seed: SeedOpt = None,
+    steps: StepsOpt = None,
+    bit_depth: BitDepthOpt = None,
+    quality: QualityOpt = 95,
+    fmt: FormatOpt = None,
+    alpha: AlphaOpt = AlphaMode.bicubic,
+    max_pixels: MaxPixelsOpt = None,
+    offline: OfflineOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Upscale one image.
+
+    Examples:
+
+      realsr upscale photo.jpg -o photo_x4.png
+
+      realsr upscale photo.jpg --model femasr --scale 2 --tile 256
+
+      cat photo.jpg | realsr upscale - -o - --format png > photo_x4.png
+    """
+    if output is None:
+        output = "-" if input == "-" else None
+    if output == "-" and json_out:
+        raise UsageError("--json prints on stdout, which is taken by the image (-o -)", hint="write to a file with -o")
+    opts = _common.options(
+        scale=scale, tile=tile, tile_overlap=tile_overlap, tile_batch=tile_batch, seed=seed, steps=steps,
+        alpha=alpha.value, bit_depth=bit_depth, quality=quality, fmt=fmt, max_pixels=max_pixels,
+    )
+    stdin = sys.stdin.buffer.read() if input == "-" else None
+    with _output.progress() as view:
+        m = _common.load(model, weights, scale, device, precision.value, offline, view)
+        dst = output or str(api.default_output_path(input, scale or m.scale))
+        api.check_output_writable(dst)
+        _output.info(f"model: {_common.describe(m)}")
+        report = api.upscale_file(
+            m, input, dst, opts, stdin=stdin, stdout=sys.stdout.buffer.write, progress=view.tiles
+        )
+    if json_out:
+        _output.emit_json(report.to_json())
+    elif dst != "-":
+        w, h = report.output_size
+        _output.success(f"{report.input} -> {report.output} ({w}x{h}, {report.tiles} tile(s), {report.seconds:.1f}s)")

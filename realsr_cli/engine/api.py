@@ -1,0 +1,317 @@
+"""The stable Python API: load a model, convert a checkpoint, upscale images.
+
+Every CLI subcommand goes through these functions; scripts and notebooks can too::
+
+    import realsr_cli
+    model = realsr_cli.load_model("femasr-x4", device="cpu")
+    sr = model(lq)            # (B,3,H,W) float32 [0,1] -> (B,3,4H,4W) float32, not clamped
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from realsr_cli import __version__
+from realsr_cli.engine import device as devices
+from realsr_cli.engine import io
+from realsr_cli.engine.model import LoadedModel
+from realsr_cli.engine.runner import RunOptions, run_model
+from realsr_cli.errors import ImageIOError, UsageError
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+
+__all__ = [
+    "LoadedModel",
+    "UpscaleOptions",
+    "UpscaleReport",
+    "load_model",
+    "convert_checkpoint",
+    "upscale_image",
+    "upscale_file",
+    "default_output_path",
+]
+
+
+def _looks_like_path(source: str) -> bool:
+    return source.endswith((".safetensors", ".pth", ".pt", ".ckpt")) or os.sep in source or Path(source).exists()
+
+
+def load_model(
+    source: str | os.PathLike[str] | None = None,
+    *,
+    device: str = "cpu",
+    precision: str = "fp32",
+    scale: int | None = None,
+    offline: bool | None = None,
+    trust_on_first_use: bool = False,
+    progress: Progress | None = None,
+) -> LoadedModel:
+    """Load a model from a registry id/alias (``"femasr-x4"``, ``"femasr"``) or a safetensors path.
+
+    ``scale`` picks the registry entry of that native scale when an alias has several.
+    ``None`` loads the default model. Returns a :class:`LoadedModel` in eval mode on ``device``.
+    """
+    from realsr_cli.registry import catalog as catalog_mod
+    from realsr_cli.registry import hub, loader
+
+    dev = devices.resolve_device(device)  # fail on a missing device before any download
+    weights_id: str | None = None
+    if source is not None and _looks_like_path(str(source)):
+        path = Path(source)
+        if not path.is_file():
+            raise UsageError(f"weights file not found: {path}", hint="check the path given to --weights")
+    else:
+        catalog = catalog_mod.load_catalog()
+        entry = catalog.get(str(source), scale=scale) if source is not None else catalog.default(scale)
+        weights_id = entry.id
+        path = hub.fetch(entry, offline=offline, trust_on_first_use=trust_on_first_use, progress=progress)
+
+    spec, config, net = loader.load_weights(path)
+    dtype = devices.resolve_dtype(dev, precision, spec.half_ok)
+    net.eval().requires_grad_(False)
+    net.to(device=dev, dtype=dtype)
+    return LoadedModel(
+        spec=spec,
+        config=config,
+        net=net,
+        device=dev,
+        dtype=dtype,
+        weights_id=weights_id,
+        weights_path=str(path),
+        weights_sha256=loader.file_sha256(path),
+        metadata=loader.read_metadata(path),
+    )
+
+
+def convert_checkpoint(
+    src: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    dst: str | os.PathLike[str],
+    *,
+    arch: str,
+    scale: int | None = None,
+) -> Path:
+    """Convert official checkpoint file(s) into our safetensors with metadata (see docs/weights.md)."""
+    from realsr_cli.registry import convert
+
+    return convert.convert_checkpoint(src, dst, arch=arch, scale=scale)
+
+
+@dataclass(frozen=True)
+class UpscaleOptions:
+    """What to do with one image (the engine-level twin of `realsr upscale`'s options)."""
+
+    scale: float | None = None  # None = the model's native scale
+    tile: int | None = None  # None = auto, 0 = whole image
+    tile_overlap: int | None = None
+    tile_batch: int = 1
+    seed: int | None = None
+    steps: int | None = None
+    alpha: Literal["bicubic", "model"] = "bicubic"
+    bit_depth: int | None = None  # None = as the input
+    quality: int = 95
+    format: str | None = None  # None = from the output suffix
+    max_pixels: int | None = io.DEFAULT_MAX_PIXELS
+
+
+@dataclass
+class UpscaleReport:
+    """What happened to one image (rendered by the CLI, serialised by --json)."""
+
+    input: str
+    output: str
+    model: str
+    arch: str
+    scale: float
+    input_size: tuple[int, int]
+    output_size: tuple[int, int]
+    tile: int
+    tiles: int
+    precision: str
+    seed: int | None
+    seconds: float = 0.0
+    fp32_fallbacks: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "input": self.input,
+            "output": self.output,
+            "model": self.model,
+            "arch": self.arch,
+            "scale": self.scale,
+            "input_size": list(self.input_size),
+            "output_size": list(self.output_size),
+            "tile": self.tile,
+            "tiles": self.tiles,
+            "precision": self.precision,
+            "seed": self.seed,
+            "seconds": round(self.seconds, 4),
+            "fp32_fallbacks": self.fp32_fallbacks,
+            **self.extra,
+        }
+
+
+def _to_tensor(pixels: np.ndarray) -> torch.Tensor:
+    """HxWxC float32 [0,1] (C = 1 or 3) -> (1,3,H,W) float32."""
+    t = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).unsqueeze(0)
+    return t.expand(1, 3, *t.shape[-2:]).contiguous() if t.shape[1] == 1 else t
+
+
+def _to_pixels(t: torch.Tensor, channels: int) -> np.ndarray:
+    """(1,3,H,W) float -> HxWxC float32 clamped to [0,1]; C = 1 averages to luma-equal gray."""
+    arr = t[0].clamp(0, 1).permute(1, 2, 0).numpy().astype(np.float32, copy=False)
+    if channels == 1:
+        arr = arr.mean(axis=2, keepdims=True)
+    return arr
+
+
+def _precision_name(dtype: torch.dtype) -> str:
+    return {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, str(dtype))
+
+
+def upscale_image(
+    model: LoadedModel,
+    image: io.ImageData,
+    options: UpscaleOptions = UpscaleOptions(),
+    *,
+    progress: Progress | None = None,
+) -> tuple[io.ImageData, dict[str, Any]]:
+    """Upscale one decoded image; gray stays gray, alpha is upscaled separately and re-attached.
+
+    Returns the output image and run info (tile, tiles, seed, fp32_fallbacks, scale).
+    """
+    run_opts = RunOptions(
+        tile=options.tile,
+        tile_overlap=options.tile_overlap,
+        tile_batch=options.tile_batch,
+        seed=options.seed,
+        steps=options.steps,
+    )
+    h, w = image.height, image.width
+    target_scale = float(options.scale) if options.scale else float(model.scale)
+    if target_scale <= 0:
+        raise UsageError(f"--scale must be positive, got {options.scale}")
+    out_h, out_w = max(1, round(h * target_scale)), max(1, round(w * target_scale))
+
+    result = run_model(model, _to_tensor(image.pixels), run_opts, progress=progress)
+    pixels = _to_pixels(result.sr, image.pixels.shape[2])
+    if pixels.shape[:2] != (out_h, out_w):  # --scale other than native: model, then resize
+        pixels = io.resize(pixels, (out_h, out_w))
+        if pixels.ndim == 2:
+            pixels = pixels[..., None]
+
+    alpha = None
+    if image.alpha is not None:
+        if options.alpha == "model":
+            a = np.repeat(image.alpha[..., None], 3, axis=2)
+            a_res = run_model(model, _to_tensor(a), replace(run_opts), progress=None)
+            alpha = _to_pixels(a_res.sr, 1)[..., 0]
+            if alpha.shape != (out_h, out_w):
+                alpha = io.resize(alpha, (out_h, out_w))
+        else:
+            alpha = io.resize(image.alpha, (out_h, out_w))
+        alpha = np.clip(alpha, 0.0, 1.0).astype(np.float32, copy=False)
+
+    out = replace(image, pixels=pixels, alpha=alpha)
+    info = {
+        "tile": result.tile,
+        "tiles": result.tiles,
+        "seed": result.seed,
+        "fp32_fallbacks": result.fp32_fallbacks,
+        "scale": target_scale,
+    }
+    return out, info
+
+
+def default_output_path(src: str | Path, model_scale: float) -> Path:
+    """``photo.jpg`` -> ``photo_x4.jpg`` next to the input."""
+    p = Path(src)
+    s = int(model_scale) if float(model_scale).is_integer() else model_scale
+    return p.with_name(f"{p.stem}_x{s}{p.suffix or '.png'}")
+
+
+def manifest_for(model: LoadedModel, info: dict[str, Any]) -> dict[str, str]:
+    """Run manifest written into the output (PNG text chunks / EXIF)."""
+    return {
+        "software": f"realsr {__version__}",
+        "model": model.weights_id or Path(model.weights_path or "").name,
+        "arch": model.arch,
+        "weights_sha256": model.weights_sha256 or "",
+        "scale": str(info["scale"]),
+        "tile": str(info["tile"]),
+        "precision": _precision_name(model.dtype),
+        "seed": "" if info.get("seed") is None else str(info["seed"]),
+        "device": str(model.device),
+    }
+
+
+def upscale_file(
+    model: LoadedModel,
+    src: str | Path,
+    dst: str | Path,
+    options: UpscaleOptions = UpscaleOptions(),
+    *,
+    stdin: bytes | None = None,
+    stdout: Callable[[bytes], Any] | None = None,
+    progress: Progress | None = None,
+) -> UpscaleReport:
+    """Read ``src`` (or ``stdin`` bytes when src is ``-``), upscale, write ``dst`` atomically
+    (or hand the encoded bytes to ``stdout`` when dst is ``-``)."""
+    import time
+
+    t0 = time.perf_counter()
+    if str(src) == "-":
+        if stdin is None:
+            raise UsageError("input '-' needs image bytes on standard input")
+        image = io.decode_image(stdin, max_pixels=options.max_pixels, name="<stdin>")
+    else:
+        image = io.read_image(src, max_pixels=options.max_pixels)
+
+    out, info = upscale_image(model, image, options, progress=progress)
+    manifest = manifest_for(model, info)
+    if str(dst) == "-":
+        if stdout is None:
+            raise UsageError("output '-' needs a writable standard output")
+        fmt = options.format or "PNG"
+        stdout(io.encode_image(out, format=fmt, bit_depth=options.bit_depth, quality=options.quality, manifest=manifest))
+    else:
+        io.write_image(
+            dst, out, format=options.format, bit_depth=options.bit_depth, quality=options.quality, manifest=manifest
+        )
+    return UpscaleReport(
+        input=str(src),
+        output=str(dst),
+        model=manifest["model"],
+        arch=model.arch,
+        scale=info["scale"],
+        input_size=(image.width, image.height),
+        output_size=(out.width, out.height),
+        tile=info["tile"],
+        tiles=info["tiles"],
+        precision=manifest["precision"],
+        seed=info["seed"],
+        seconds=time.perf_counter() - t0,
+        fp32_fallbacks=info["fp32_fallbacks"],
+    )
+
+
+def check_output_writable(dst: str | Path) -> None:
+    """Fail early (before running a model) when the output folder cannot be written."""
+    if str(dst) == "-":
+        return
+    parent = Path(dst).resolve().parent
+    probe = parent
+    while not probe.exists():
+        probe = probe.parent
+    if not os.access(probe, os.W_OK):
+        raise ImageIOError(f"cannot write to {parent}", hint="choose another output folder with -o")

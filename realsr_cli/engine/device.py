@@ -1,0 +1,247 @@
+"""The one device/dtype policy (STYLE §6): pick a device, pick a dtype, seed noise, spot OOM.
+
+* ``auto`` device = cuda, then mps, then cpu.
+* ``auto`` precision = fp16 on CUDA for architectures that allow half precision, fp32 elsewhere.
+  fp16 rather than bf16: it keeps 3 more mantissa bits (visible in 16-bit outputs), and the one
+  thing bf16 would buy, fp32's range, is covered by the runner's per-tile fp32 redo of any tile that
+  overflows to NaN/Inf. bf16 is available on request.
+* A dtype the device cannot run is downgraded to fp32 with one logged warning: fp16 on CPU (most
+  CPU kernels lack it), bf16 on a GPU without bf16 support, any half dtype for an architecture with
+  ``half_ok=False``. bf16 on CPU is allowed (oneDNN runs it; slow on CPUs without AVX512-BF16).
+* Noise is drawn from a seeded CPU generator in float32 and then moved/cast, so one seed gives the
+  same noise on every device and dtype (up to the final cast).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import secrets
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from realsr_cli.errors import DeviceError, UsageError
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "PRECISIONS",
+    "free_memory_bytes",
+    "is_oom",
+    "make_generator",
+    "randn",
+    "release_memory",
+    "resolve_device",
+    "resolve_dtype",
+]
+
+#: accepted ``precision`` names and their dtypes (``auto`` is resolved per device)
+PRECISIONS: dict[str, torch.dtype | None] = {
+    "auto": None,
+    "fp32": torch.float32,
+    "fp16": torch.float16,
+    "bf16": torch.bfloat16,
+}
+_HALF = (torch.float16, torch.bfloat16)
+_MAX_SEED = 2**64 - 1
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``"auto" | "cpu" | "cuda" | "cuda:N" | "mps"`` -> an available :class:`torch.device`.
+
+    Raises :class:`UsageError` for a name that is not a device, :class:`DeviceError` (exit 5) for a
+    device this machine does not have.
+    """
+    text = (name or "auto").strip().lower()
+    if text == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise UsageError(
+            f"unknown device {name!r}", hint="use auto, cpu, cuda, cuda:N or mps"
+        ) from None
+    if dev.type == "cpu":
+        return torch.device("cpu")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(
+                "CUDA is not available on this machine (no GPU, or torch was built without CUDA)",
+                hint="use --device cpu (or --device auto)",
+            )
+        count = torch.cuda.device_count()
+        index = torch.cuda.current_device() if dev.index is None else dev.index
+        if index >= count:
+            raise DeviceError(
+                f"{text} does not exist: {count} CUDA device(s) visible (cuda:0..cuda:{count - 1})",
+                hint="pick a visible GPU, e.g. --device cuda:0, or use --device cpu",
+            )
+        return torch.device("cuda", index)
+    if dev.type == "mps":
+        if not _mps_available():
+            raise DeviceError(
+                "the Apple MPS backend is not available on this machine",
+                hint="use --device cpu (or --device auto)",
+            )
+        return torch.device("mps")
+    raise UsageError(f"unsupported device {name!r}", hint="use auto, cpu, cuda, cuda:N or mps")
+
+
+def _bf16_supported(device: torch.device) -> bool:
+    if device.type == "cpu":
+        return True
+    if device.type == "cuda":
+        try:
+            return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+        except TypeError:  # torch < 2.3 has no including_emulation
+            return bool(torch.cuda.is_bf16_supported())
+    if device.type == "mps":
+        try:  # macOS < 14 cannot run bf16 on MPS
+            (torch.ones(2, device=device, dtype=torch.bfloat16) * 2).sum().item()
+        except (RuntimeError, TypeError):
+            return False
+        return True
+    return False
+
+
+def resolve_dtype(
+    device: torch.device, precision: str = "auto", half_ok: bool = True
+) -> torch.dtype:
+    """Pick the compute dtype for ``device`` (see the module docstring for the policy).
+
+    ``precision`` is ``"auto" | "fp32" | "fp16" | "bf16"``; ``half_ok`` is the architecture's
+    ``ArchSpec.half_ok``. An impossible request is downgraded to fp32 with one warning.
+    """
+    key = (precision or "auto").strip().lower()
+    if key not in PRECISIONS:
+        raise UsageError(f"unknown precision {precision!r}", hint="use auto, fp32, fp16 or bf16")
+    wanted = PRECISIONS[key]
+    if wanted is None:  # auto
+        return torch.float16 if device.type == "cuda" and half_ok else torch.float32
+    if wanted not in _HALF:
+        return wanted
+
+    reason = None
+    if not half_ok:
+        reason = "this architecture runs in fp32 only"
+    elif wanted == torch.float16 and device.type == "cpu":
+        reason = "fp16 is not supported on the CPU"
+    elif wanted == torch.bfloat16 and not _bf16_supported(device):
+        reason = f"bf16 is not supported on {device}"
+    if reason is not None:
+        log.warning("%s requested but %s; running in fp32 instead", key, reason)
+        return torch.float32
+    return wanted
+
+
+def make_generator(seed: int | None = None) -> torch.Generator:
+    """A CPU :class:`torch.Generator` seeded with ``seed``; ``None`` draws a fresh random seed.
+
+    The seed actually used is always ``generator.initial_seed()`` (write that to the manifest).
+    """
+    if seed is None:
+        seed = secrets.randbits(32)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= _MAX_SEED:
+        raise UsageError(f"invalid seed {seed!r}", hint="use an integer between 0 and 2**64-1")
+    gen = torch.Generator(device="cpu")
+    gen.manual_seed(seed)
+    return gen
+
+
+def randn(
+    shape: Sequence[int],
+    *,
+    generator: torch.Generator | None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """Standard normal noise drawn on the CPU in float32, then cast to ``dtype`` and moved.
+
+    The same generator state gives the same noise on every device (cf. diffusers ``randn_tensor``).
+    """
+    noise = torch.randn(tuple(shape), generator=generator, device="cpu", dtype=torch.float32)
+    return noise.to(device=device, dtype=dtype)
+
+
+_OOM_MESSAGES = (
+    "out of memory",  # CUDA / MPS / HIP: "CUDA out of memory", "MPS backend out of memory"
+    "can't allocate memory",  # DefaultCPUAllocator
+    "cudnn_status_alloc_failed",
+    "cublas_status_alloc_failed",
+)
+
+
+def is_oom(exc: BaseException) -> bool:
+    """True when ``exc`` means "ran out of memory" on any device (so a smaller tile may work)."""
+    if isinstance(exc, MemoryError):
+        return True
+    torch_oom = getattr(torch, "OutOfMemoryError", None) or getattr(
+        torch.cuda, "OutOfMemoryError", None
+    )
+    if torch_oom is not None and isinstance(exc, torch_oom):
+        return True
+    if isinstance(exc, RuntimeError):
+        text = str(exc).lower()
+        return any(m in text for m in _OOM_MESSAGES)
+    return False
+
+
+def release_memory(device: torch.device) -> None:
+    """Return cached allocator blocks after an OOM so the retry starts from a clean slate."""
+    gc.collect()
+    if device.type == "cuda" and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    elif device.type == "mps" and _mps_available():
+        torch.mps.empty_cache()
+
+
+def _cpu_available_bytes() -> int:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import psutil  # optional
+
+        return int(psutil.virtual_memory().available)
+    except Exception:  # not installed, or no answer on this platform
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def free_memory_bytes(device: torch.device) -> int:
+    """Bytes a new allocation on ``device`` may use now (0 when unknown).
+
+    CUDA: driver-free memory plus what torch's caching allocator holds but does not use. MPS: the
+    recommended working set minus what torch has allocated. CPU: ``MemAvailable`` from
+    /proc/meminfo, else psutil, else ``os.sysconf``.
+    """
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int(free + max(cached, 0))
+    if device.type == "mps":
+        mps = torch.mps
+        recommended = getattr(mps, "recommended_max_memory", None)
+        if recommended is None:  # torch < 2.5: no cheap answer; assume the system RAM answer
+            return _cpu_available_bytes()
+        return max(0, int(recommended()) - int(mps.current_allocated_memory()))
+    return _cpu_available_bytes()

@@ -1,0 +1,304 @@
+"""Run a loaded model over one image: auto tile size, OOM halving, fp32 redo of overflowed tiles.
+
+Auto tile. Activation memory is estimated as ``bytes_per_output_pixel x (tile*scale)^2 x batch``,
+scaled by the dtype's size relative to fp32 (a deliberately simple, per-architecture heuristic:
+``ACTIVATION_BYTES`` below, or an ``ArchSpec.bytes_per_output_pixel`` field if the registry adds
+one). The tile is the largest multiple of ``spec.tile_multiple`` up to ``spec.default_tile`` whose
+estimate fits in ``MEMORY_FRACTION`` of the free memory (device memory on CUDA/MPS, available RAM on
+CPU); the whole image runs in one piece when it fits within that bound.
+
+OOM. On an out-of-memory error the tile is halved (cache emptied) and the image is redone, down to
+``min_tile``; below that, :class:`~realsr_cli.errors.OutOfMemoryError` (exit 5). An explicit
+``tile=0`` (no tiling) and non-tileable architectures are never tiled, so OOM is raised at once.
+
+Half precision. A tile whose fp16/bf16 output holds NaN/Inf (the Real-ESRGAN "black image" overflow)
+is redone in fp32; one warning per run, the count goes to ``RunResult.fp32_fallbacks``.
+
+Blending. ``tiled_forward``'s defaults (Gaussian ``DEFAULT_SIGMA``, margin ``overlap // 4``) unless
+the architecture declares ``tile_sigma`` / ``tile_margin`` (optional ``ArchSpec`` fields, read with
+``getattr``); RealSRT's Eq. 3 is ``tile_sigma=REALSRT_SIGMA, tile_margin=0``.
+
+Noise. Stochastic models get a CPU generator per ``fn`` call, seeded from the run seed and the
+coordinates of the tiles in that call (the whole image uses the run seed itself), so one seed with
+the same options reproduces the same output on any device.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from realsr_cli.engine import device as devices
+from realsr_cli.engine.model import LoadedModel
+from realsr_cli.engine.tiling import DEFAULT_SIGMA, Tile, tiled_forward
+from realsr_cli.errors import OutOfMemoryError, UsageError
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "ACTIVATION_BYTES",
+    "RunOptions",
+    "RunResult",
+    "auto_tile",
+    "estimate_bytes",
+    "run_model",
+]
+
+Progress = Callable[[int, int], None]
+
+#: fp32 activation bytes per output (HR) pixel at one tile, per architecture (heuristic, generous)
+ACTIVATION_BYTES: dict[str, int] = {}
+DEFAULT_ACTIVATION_BYTES = 2048
+#: share of the free memory the estimate may use (the rest: weights' workspace, fragmentation)
+MEMORY_FRACTION = 0.6
+#: smallest tile side the OOM fallback tries (raised to spec.min_size / tile_multiple)
+MIN_TILE = 32
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run one image. ``tile``: None = auto, 0 = whole image, N = N LR pixels.
+
+    ``tile_overlap``: None = the architecture's default. ``tile_batch``: tiles per model call.
+    ``seed``: noise seed for stochastic models (None = draw one). ``steps``: sampling steps.
+    """
+
+    tile: int | None = None
+    tile_overlap: int | None = None
+    tile_batch: int = 1
+    seed: int | None = None
+    steps: int | None = None
+
+
+@dataclass
+class RunResult:
+    """``sr``: (N,3,sH,sW) float32 on the CPU, not clamped. ``tile``: LR tile side used (0 = the
+    whole image in one piece); ``tiles``: tiles run; ``fp32_fallbacks``: half-precision tiles
+    redone in fp32; ``seed``: the seed used (None for deterministic models)."""
+
+    sr: Tensor
+    tile: int
+    tiles: int
+    fp32_fallbacks: int
+    seed: int | None
+
+
+def _bytes_per_output_pixel(model: LoadedModel) -> float:
+    spec = model.spec
+    per_px = spec.bytes_per_output_pixel or ACTIVATION_BYTES.get(
+        spec.name, DEFAULT_ACTIVATION_BYTES
+    )
+    itemsize = torch.empty((), dtype=model.dtype).element_size()
+    return float(per_px) * itemsize / 4
+
+
+def estimate_bytes(model: LoadedModel, h: int, w: int, batch: int = 1) -> float:
+    """Estimated activation memory to run ``batch`` LR tiles of ``h`` x ``w`` (module doc)."""
+    return _bytes_per_output_pixel(model) * h * w * model.scale**2 * batch
+
+
+def _min_tile(model: LoadedModel) -> int:
+    m = max(1, model.spec.tile_multiple)
+    return math.ceil(max(MIN_TILE, model.spec.min_size) / m) * m
+
+
+def auto_tile(model: LoadedModel, height: int, width: int, batch: int = 1) -> int:
+    """The tile side for ``tile=None``: 0 (whole image) when it fits, else the largest fitting
+    multiple of ``spec.tile_multiple`` within ``[min tile, spec.default_tile]``."""
+    spec = model.spec
+    budget = devices.free_memory_bytes(model.device) * MEMORY_FRACTION
+    cap = spec.default_tile
+    if budget <= 0:  # unknown free memory: trust the architecture's default
+        log.debug("free memory unknown on %s; auto tile = default %d", model.device, cap)
+        return 0 if max(height, width) <= cap else cap
+    if max(height, width) <= cap and estimate_bytes(model, height, width) <= budget:
+        return 0
+    side = int(math.sqrt(budget / _bytes_per_output_pixel(model) / model.scale**2 / batch))
+    m = max(1, spec.tile_multiple)
+    side = min(side // m * m, cap // m * m or m)
+    side = max(side, _min_tile(model))
+    log.debug("auto tile %d (budget %.0f MiB on %s)", side, budget / 2**20, model.device)
+    return side
+
+
+def _seed_for(seed: int, tiles: Sequence[Tile], whole: bool) -> int:
+    if whole:
+        return seed
+    text = f"{seed}:" + ";".join(f"{t.y},{t.x},{t.h},{t.w}" for t in tiles)
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+
+
+class _Runner:
+    """One run's state: the model call for a group of tiles, with the fp32 redo and its count."""
+
+    def __init__(
+        self, model: LoadedModel, seed: int | None, steps: int | None, whole: tuple[int, int]
+    ):
+        self.model, self.seed, self.steps, self.whole = model, seed, steps, whole
+        self.half = model.dtype in (torch.float16, torch.bfloat16)
+        self.fallbacks = 0
+        self.tiles = 0
+
+    def _generator(self, tiles: Sequence[Tile]) -> torch.Generator | None:
+        if self.seed is None:
+            return None
+        whole = len(tiles) == 1 and (tiles[0].h, tiles[0].w) == self.whole
+        return devices.make_generator(_seed_for(self.seed, tiles, whole))
+
+    def __call__(self, x: Tensor, tiles: Sequence[Tile]) -> Tensor:
+        self.tiles += len(tiles)
+        out = self.model(x, generator=self._generator(tiles), steps=self.steps)
+        if not self.half:
+            return out
+        rows = x.shape[0] // len(tiles)
+        bad = ~torch.isfinite(out).flatten(1).all(dim=1)
+        if not bool(bad.any()):
+            return out
+        bad_tiles = int(bad.view(len(tiles), rows).any(dim=1).sum())
+        if self.fallbacks == 0:
+            log.warning(
+                "%s output overflowed (NaN/Inf) in %s; redoing the affected tiles in fp32",
+                self.model.arch,
+                str(self.model.dtype).removeprefix("torch."),
+            )
+        self.fallbacks += bad_tiles
+        out = out.clone()  # LoadedModel returns inference tensors; ours may be edited in place
+        if self.seed is None:  # deterministic: redo only the bad rows
+            out[bad] = self.model(x[bad], dtype=torch.float32, steps=self.steps)
+        else:  # same generator -> same noise; keep the good half-precision rows
+            redo = self.model(
+                x, generator=self._generator(tiles), steps=self.steps, dtype=torch.float32
+            )
+            out[bad] = redo[bad]
+        return out
+
+
+@torch.no_grad()
+def run_model(
+    model: LoadedModel,
+    lq: Tensor,
+    options: RunOptions = RunOptions(),
+    *,
+    progress: Progress | None = None,
+) -> RunResult:
+    """Upscale ``lq`` (N,3,H,W) float32 in [0,1] on the CPU -> :class:`RunResult` (sr on the CPU)."""
+    if lq.ndim != 4:
+        raise UsageError(f"expected lq of shape (N,3,H,W), got {tuple(lq.shape)}")
+    if options.tile is not None and options.tile < 0:
+        raise UsageError(f"--tile must be auto, 0 or positive, got {options.tile}")
+    if options.tile_batch < 1:
+        raise UsageError(f"--tile-batch must be >= 1, got {options.tile_batch}")
+    spec = model.spec
+    lq = lq.detach().to("cpu", torch.float32)
+    height, width = lq.shape[-2:]
+    seed = devices.make_generator(options.seed).initial_seed() if spec.stochastic else None
+    overlap = spec.default_overlap if options.tile_overlap is None else options.tile_overlap
+    if overlap < 0:
+        raise UsageError(f"--tile-overlap must be >= 0, got {overlap}")
+
+    if not spec.tileable or options.tile == 0:
+        tile = 0
+    elif options.tile is None:
+        tile = auto_tile(model, height, width, options.tile_batch)
+    else:
+        m = max(1, spec.tile_multiple)
+        tile = max(m, options.tile // m * m)  # the tiler's grid; report what actually runs
+        if tile != options.tile:
+            log.info(
+                "--tile %d rounded to %d (a multiple of %d for %s)",
+                options.tile,
+                tile,
+                m,
+                spec.name,
+            )
+        if tile < spec.min_size:
+            raise UsageError(
+                f"--tile {tile} is below {spec.name}'s minimum size {spec.min_size}",
+                hint=f"use --tile {_min_tile(model)} or larger",
+            )
+    may_shrink = spec.tileable and options.tile != 0
+    sigma = spec.tile_sigma or DEFAULT_SIGMA
+    spec_margin: int | None = spec.tile_margin
+
+    while True:
+        runner = _Runner(model, seed, options.steps, (height, width))
+        side = tile if 0 < tile < max(height, width) else max(height, width)
+        tile_overlap = _overlap_for(side, overlap, explicit=options.tile_overlap is not None)
+        margin = None if spec_margin is None else min(spec_margin, tile_overlap // 2)
+        try:
+            sr = tiled_forward(
+                runner,
+                lq,
+                scale=model.scale,
+                tile=side,
+                overlap=tile_overlap,
+                multiple=max(1, spec.tile_multiple),
+                batch=options.tile_batch,
+                sigma=sigma,
+                margin=margin,
+                progress=progress,
+            )
+            break
+        except Exception as exc:
+            if not devices.is_oom(exc):
+                raise
+            failed = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        devices.release_memory(model.device)  # outside `except`: the traceback's tensors are gone
+        next_tile = _smaller(model, tile, height, width) if may_shrink else 0
+        if next_tile == 0:
+            raise OutOfMemoryError(
+                f"out of memory on {model.device} at {_describe(side, height, width)}: {failed}",
+                hint=_oom_hint(model, may_shrink),
+            )
+        log.warning(
+            "out of memory at %s; retrying with tile %d", _describe(side, height, width), next_tile
+        )
+        tile = next_tile
+
+    sr = sr.to("cpu", torch.float32)
+    return RunResult(
+        sr=sr.clone() if sr.is_inference() else sr,  # a plain tensor callers may edit in place
+        tile=0 if runner.tiles == 1 else tile,
+        tiles=runner.tiles,
+        fp32_fallbacks=runner.fallbacks,
+        seed=seed,
+    )
+
+
+def _overlap_for(side: int, overlap: int, *, explicit: bool) -> int:
+    """The architecture's default overlap shrinks with the tile (at most half of it); an explicit
+    one is kept unless it does not fit in the tile."""
+    if explicit and overlap < side:
+        return overlap
+    if explicit:
+        log.warning("--tile-overlap %d does not fit in tile %d; using %d", overlap, side, side // 2)
+    return min(overlap, side // 2)
+
+
+def _smaller(model: LoadedModel, tile: int, height: int, width: int) -> int:
+    """Half of ``tile`` (0 = whole image: half its longer side) on the multiple grid; 0 = give up."""
+    current = tile if 0 < tile < max(height, width) else max(height, width)
+    m = max(1, model.spec.tile_multiple)
+    nxt = current // 2 // m * m
+    return nxt if nxt >= _min_tile(model) else 0
+
+
+def _describe(side: int, height: int, width: int) -> str:
+    return "the whole image" if side >= max(height, width) else f"tile {side}"
+
+
+def _oom_hint(model: LoadedModel, may_shrink: bool) -> str:
+    cpu = model.device.type == "cpu"
+    if not model.spec.tileable:
+        return "this model cannot be tiled; use a smaller image" + (
+            "" if cpu else " or --device cpu"
+        )
+    if not may_shrink:
+        return "try --tile 256 (or smaller)" + ("" if cpu else " or --device cpu")
+    return "try --tile 64" + (" or close other programs" if cpu else " or --device cpu")

@@ -1,0 +1,153 @@
+"""Convolutional building blocks: norm/activation wrappers, pre-activation residual block, scale stages.
+
+The wrappers keep the parameter one attribute deeper (``Norm2d.norm``, ``Activation.func``) because
+the taming-transformers-style VQGAN code that FeMaSR (and several later VQ-prior SR methods) derive
+from does so, and its checkpoint keys (``...conv.0.norm.weight``) are public API for us.
+
+All blocks take and return (B,C,H,W) feature maps of any float dtype.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from realsr_cli.errors import ConfigError
+
+__all__ = [
+    "NORM_TYPES",
+    "ACT_TYPES",
+    "GROUPNORM_GROUPS",
+    "Norm2d",
+    "Activation",
+    "ResBlock",
+    "DownBlock",
+    "UpBlock",
+]
+
+#: normalisations understood by :class:`Norm2d`
+NORM_TYPES = ("gn", "bn", "in", "none")
+#: activations understood by :class:`Activation`
+ACT_TYPES = ("silu", "relu", "leakyrelu", "prelu", "gelu", "none")
+#: group count of the ``"gn"`` normalisation (channel widths must be multiples of it)
+GROUPNORM_GROUPS = 32
+
+
+class Norm2d(nn.Module):
+    """Feature-map normalisation selected by name.
+
+    ``"gn"``: GroupNorm with 32 groups, eps 1e-6, affine (the VQGAN default); ``"bn"``: BatchNorm2d;
+    ``"in"``: InstanceNorm2d without affine parameters; ``"none"``: identity.
+    """
+
+    def __init__(self, channels: int, norm_type: str = "gn") -> None:
+        super().__init__()
+        norm_type = norm_type.lower()
+        if norm_type == "gn":
+            if channels % GROUPNORM_GROUPS:
+                raise ConfigError(
+                    f"GroupNorm needs a channel count divisible by {GROUPNORM_GROUPS}, got {channels}"
+                )
+            self.norm: nn.Module = nn.GroupNorm(GROUPNORM_GROUPS, channels, eps=1e-6, affine=True)
+        elif norm_type == "bn":
+            self.norm = nn.BatchNorm2d(channels)
+        elif norm_type == "in":
+            self.norm = nn.InstanceNorm2d(channels, affine=False)
+        elif norm_type == "none":
+            self.norm = nn.Identity()
+        else:
+            raise ConfigError(
+                f"unknown norm type {norm_type!r}", hint=f"use one of {', '.join(NORM_TYPES)}"
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norm(x)
+
+
+class Activation(nn.Module):
+    """Point-wise activation selected by name (``"leakyrelu"`` has slope 0.2; ``"prelu"`` is per channel)."""
+
+    def __init__(self, channels: int, act_type: str = "silu") -> None:
+        super().__init__()
+        act_type = act_type.lower()
+        if act_type == "silu":
+            self.func: nn.Module = nn.SiLU()
+        elif act_type == "relu":
+            self.func = nn.ReLU()
+        elif act_type == "leakyrelu":
+            self.func = nn.LeakyReLU(0.2)
+        elif act_type == "prelu":
+            self.func = nn.PReLU(channels)
+        elif act_type == "gelu":
+            self.func = nn.GELU()
+        elif act_type == "none":
+            self.func = nn.Identity()
+        else:
+            raise ConfigError(
+                f"unknown activation {act_type!r}", hint=f"use one of {', '.join(ACT_TYPES)}"
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.func(x)
+
+
+class ResBlock(nn.Module):
+    """Pre-activation residual block ``x + conv(act(norm(conv(act(norm(x))))))`` with 3x3 convs.
+
+    This is the VQGAN/taming residual unit (Esser et al., CVPR 2021) used throughout FeMaSR's encoder
+    and decoder. Keys: ``conv.{0,3}.norm.*`` (norms), ``conv.{2,5}.*`` (convs).
+    (B,C,H,W) -> (B,C,H,W); the identity shortcut needs ``in_channels == out_channels``.
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, norm_type: str = "gn", act_type: str = "silu"
+    ) -> None:
+        super().__init__()
+        if in_channels != out_channels:
+            raise ConfigError(
+                f"ResBlock has an identity shortcut: {in_channels} != {out_channels} channels"
+            )
+        self.conv = nn.Sequential(
+            Norm2d(in_channels, norm_type),
+            Activation(in_channels, act_type),
+            nn.Conv2d(in_channels, out_channels, 3, padding=1),
+            Norm2d(out_channels, norm_type),
+            Activation(out_channels, act_type),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.conv(x)
+
+
+class DownBlock(nn.Sequential):
+    """Halve the resolution: 3x3 stride-2 conv, then two :class:`ResBlock` (keys ``0``, ``1``, ``2``).
+
+    (B,C_in,H,W) -> (B,C_out,ceil(H/2),ceil(W/2)).
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, norm_type: str = "gn", act_type: str = "silu"
+    ) -> None:
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1),
+            ResBlock(out_channels, out_channels, norm_type, act_type),
+            ResBlock(out_channels, out_channels, norm_type, act_type),
+        )
+
+
+class UpBlock(nn.Sequential):
+    """Double the resolution: nearest x2 upsampling, 3x3 conv, two :class:`ResBlock`.
+
+    Keys ``1`` (conv), ``2`` and ``3`` (residual blocks); index ``0`` is the parameter-free upsampler.
+    (B,C_in,H,W) -> (B,C_out,2H,2W).
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, norm_type: str = "gn", act_type: str = "silu"
+    ) -> None:
+        super().__init__(
+            nn.Upsample(scale_factor=2, mode="nearest"),
+            nn.Conv2d(in_channels, out_channels, 3, padding=1),
+            ResBlock(out_channels, out_channels, norm_type, act_type),
+            ResBlock(out_channels, out_channels, norm_type, act_type),
+        )

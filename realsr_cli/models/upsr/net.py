@@ -1,0 +1,394 @@
+"""UPSR: the auxiliary SR network g, the Swin-UNet denoiser and the 5-step residual-shifting sampler.
+
+Zhang et al., "Uncertainty-guided Perturbation for Image Super-Resolution Diffusion Model", CVPR 2025
+(official code: LabShuHangGU/UPSR, ``UPSRRealModel.sample_func``). For an LR image ``lq`` in [0,1]:
+
+1. ``y0 = (lq - 0.5) / 0.5``, reflect-padded bottom/right to a multiple of 64 (``pad_multiple``);
+2. ``y = bicubic_x4(y0)`` (not clamped) and ``y_hat = g(y0)`` (ATD, rescaled to [-1,1]);
+3. ``w_u = 0.4 + 0.6 min(|y_hat - y| / 2, 0.1) / 0.1`` (Eqs. 5-6);
+4. everything moves to the PixelUnshuffle(4) layout (48 channels at LR resolution);
+   the denoiser is conditioned on ``PixelUnshuffle(4)(cat[y_hat, y])`` (96 channels);
+5. ``x_T = y + kappa sqrt(eta_T) w_u noise`` and, for t = T-1 .. 0,
+   ``x0 = PixelUnshuffle(f(x_t / sqrt(eta_t kappa^2 0.3 + 0.25), t, cond))`` and the deterministic
+   ResShift DDIM update (``ResShiftSchedule.ddim_step``);
+6. ``sr = PixelShuffle(x)`` cropped to 4x the input, clamped to [-1,1], mapped to [0,1].
+
+State dict (strict, official keys 1:1 under two prefixes):
+
+- ``denoiser.<key>``: the official ``upsr.pth`` (``UNetModelSwin``) keys,
+- ``aux.<key>``: the official ``atd_real.pth`` (ATD, network g) keys.
+
+``merge_official([upsr_sd, atd_sd])`` (either order) builds it from the two released files;
+``convert_official_state_dict`` prefixes one of them (or passes a merged dict through).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from realsr_cli.diffusion.resshift import ResShiftSchedule, uncertainty_weight
+from realsr_cli.models.upsr.atd import ATD
+from realsr_cli.models.upsr.config import ATDConfig, UPSRConfig, UPSRDenoiserConfig
+from realsr_cli.models.upsr.unet import SwinUNet
+
+__all__ = [
+    "DENOISER_PREFIX",
+    "AUX_PREFIX",
+    "UPSRCondition",
+    "UPSRNet",
+    "config_from_state_dict",
+    "convert_official_state_dict",
+    "merge_official",
+]
+
+DENOISER_PREFIX = "denoiser."
+AUX_PREFIX = "aux."
+
+
+def _reflect_pad(x: Tensor, pad_h: int, pad_w: int) -> Tensor:
+    """Reflect-pad bottom/right (``F.pad(mode="reflect")``, repeated when the pad exceeds the image)."""
+    while pad_h > 0 or pad_w > 0:
+        step_h, step_w = min(pad_h, x.shape[-2] - 1), min(pad_w, x.shape[-1] - 1)
+        if (pad_h and step_h == 0) or (pad_w and step_w == 0):  # a 1-pixel side cannot reflect
+            return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        x = F.pad(x, (0, step_w, 0, step_h), mode="reflect")
+        pad_h, pad_w = pad_h - step_h, pad_w - step_w
+    return x
+
+
+@dataclass(frozen=True)
+class UPSRCondition:
+    """Everything the sampler derives from the LR image (HR tensors on the [-1,1] scale).
+
+    ``y0`` (B,3,H',W') padded LR; ``y_bicubic``, ``y_hat``, ``un`` (B,3,4H',4W'); ``lq_cond``
+    (B,96,H',W') the denoiser's conditioning. H', W' are the padded sizes.
+    """
+
+    y0: Tensor
+    y_bicubic: Tensor
+    y_hat: Tensor
+    un: Tensor
+    lq_cond: Tensor
+
+
+class UPSRNet(nn.Module):
+    """UPSR x4: ``denoiser`` (Swin-UNet, official ``network_g``) + ``aux`` (ATD g, ``network_mse``).
+
+    ``aux`` may be injected (a pretrained g shared between models, STYLE §1); it must map (B,3,H,W)
+    in [0,1] to (B,3,4H,4W) on the [0,1] scale. By default an ATD is built from ``config.aux``.
+    """
+
+    def __init__(self, config: UPSRConfig | None = None, aux: nn.Module | None = None) -> None:
+        super().__init__()
+        cfg = self.config = config or UPSRConfig()
+        s = cfg.scale
+        if s != 4:
+            raise ValueError(f"the UPSR denoiser head upsamples x4; scale {s} is not supported")
+        if cfg.denoiser.in_channels != 3 * s * s or cfg.denoiser.lq_channels != 6 * s * s:
+            raise ValueError("denoiser in_channels/lq_channels must be 3*scale^2 / 6*scale^2")
+        if aux is None and cfg.aux.scale != s:
+            raise ValueError(f"aux.scale {cfg.aux.scale} != scale {s}")
+        self.denoiser = SwinUNet(cfg.denoiser)
+        self.aux = aux if aux is not None else ATD(cfg.aux)
+
+    # ------------------------------------------------------------------ pieces
+    def make_schedule(self, steps: int | None = None) -> ResShiftSchedule:
+        """A fresh schedule from ``config.diffusion`` with ``steps`` (default: all T) sampling steps."""
+        d = self.config.diffusion
+        sched = ResShiftSchedule(
+            d.num_timesteps,
+            kappa=d.kappa,
+            min_noise_level=d.min_noise_level,
+            etas_end=d.etas_end,
+            power=d.power,
+            input_var=d.input_var,
+        )
+        sched.set_timesteps(d.num_timesteps if steps is None else steps)
+        return sched
+
+    def denoise(self, x_in: Tensor, t: Tensor, lq_cond: Tensor) -> Tensor:
+        """One denoiser call f: x_in (B,48,h,w) = ``schedule.scale_input(x_t, t)``, t int64 (B,),
+        lq_cond (B,96,h,w) -> predicted x0 (B,3,4h,4w) in HR pixels ([-1,1] scale)."""
+        return self.denoiser(x_in, t, lq_cond)
+
+    def padded_size(self, height: int, width: int) -> tuple[int, int]:
+        """LR size after the official padding to a multiple of ``pad_multiple``."""
+        m = self.config.pad_multiple
+        return -(-height // m) * m, -(-width // m) * m
+
+    def noise_shape(self, lq_shape: Sequence[int]) -> tuple[int, int, int, int]:
+        """Shape of the prior noise for an LR batch of shape (B,3,H,W): (B,3,4H',4W'), padded sizes."""
+        b, _, h, w = lq_shape
+        hp, wp = self.padded_size(h, w)
+        s = self.config.scale
+        return (b, 3, hp * s, wp * s)
+
+    def condition(self, lq: Tensor) -> UPSRCondition:
+        """Pre-processing of ``sample_func``: lq (B,3,H,W) in [0,1] -> :class:`UPSRCondition`."""
+        cfg, s = self.config, self.config.scale
+        h, w = lq.shape[-2:]
+        hp, wp = self.padded_size(h, w)
+        y0 = _reflect_pad((lq - 0.5) / 0.5, hp - h, wp - w)
+        y_bicubic = F.interpolate(y0, scale_factor=s, mode="bicubic", align_corners=False)
+        y_hat = (self.aux(y0 * 0.5 + 0.5) - 0.5) / 0.5
+        un = uncertainty_weight(
+            y_hat, y_bicubic, psi_max=cfg.diffusion.psi_max, min_weight=cfg.diffusion.min_weight
+        )
+        lq_cond = F.pixel_unshuffle(torch.cat([y_hat, y_bicubic], dim=1), s)
+        return UPSRCondition(y0=y0, y_bicubic=y_bicubic, y_hat=y_hat, un=un, lq_cond=lq_cond)
+
+    # ------------------------------------------------------------------ sampling
+    def _sample(
+        self,
+        lq: Tensor,
+        generator: torch.Generator | None,
+        steps: int | None,
+        noise: Tensor | None,
+        trace: dict[str, Tensor] | None,
+    ) -> Tensor:
+        s = self.config.scale
+        sched = self.make_schedule(steps)
+        cond = self.condition(lq)
+        shape = self.noise_shape(lq.shape)
+        if noise is None:
+            noise = torch.randn(shape, generator=generator, dtype=torch.float32, device="cpu")
+        elif tuple(noise.shape) != shape:
+            raise ValueError(
+                f"noise must have the padded HR shape {shape}, got {tuple(noise.shape)}"
+            )
+        noise = noise.to(device=lq.device, dtype=lq.dtype)
+        y, un = F.pixel_unshuffle(cond.y_bicubic, s), F.pixel_unshuffle(cond.un, s)
+        x = sched.prior_sample(y, F.pixel_unshuffle(noise, s), un=un)
+        for k, t in enumerate(sched.timesteps.tolist()):
+            tt = torch.full((lq.shape[0],), t, dtype=torch.long, device=lq.device)
+            x0 = F.pixel_unshuffle(self.denoise(sched.scale_input(x, tt), tt, cond.lq_cond), s)
+            x = sched.ddim_step(
+                x0, tt, x, y, eta=self.config.diffusion.ddim_eta, generator=generator
+            )
+            if trace is not None:
+                trace[f"step{k}.sample"], trace[f"step{k}.pred_xstart"] = x, x0
+        h, w = lq.shape[-2:]
+        result = F.pixel_shuffle(x, s)[..., : h * s, : w * s].clamp(-1.0, 1.0)
+        if trace is not None:
+            trace.update(
+                y0=cond.y0,
+                y_bicubic=cond.y_bicubic,
+                y_hat=cond.y_hat,
+                un=cond.un,
+                lq_cond=cond.lq_cond,
+                noise_hr=noise,
+                result_pm1=result,
+            )
+        return result * 0.5 + 0.5
+
+    @staticmethod
+    def _no_grad():
+        return contextlib.nullcontext() if torch.is_inference_mode_enabled() else torch.no_grad()
+
+    def upscale(
+        self,
+        lq: Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        steps: int | None = None,
+        noise: Tensor | None = None,
+    ) -> Tensor:
+        """lq (B,3,H,W) float in [0,1] -> sr (B,3,4H,4W) in [0,1] (the official clamp to [-1,1]).
+
+        ``noise``: the prior noise, (B,3,4H',4W') at the padded size (:meth:`noise_shape`); when None
+        it is drawn from ``generator`` on the CPU and moved. ``steps``: sampling steps (default and
+        maximum: ``config.diffusion.num_timesteps`` = 5), official respacing.
+        """
+        with self._no_grad():
+            return self._sample(lq, generator, steps, noise, None)
+
+    def trace(
+        self,
+        lq: Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        steps: int | None = None,
+        noise: Tensor | None = None,
+    ) -> dict[str, Tensor]:
+        """:meth:`upscale` keeping every intermediate, named as in the parity fixtures.
+
+        Keys: ``y0``, ``y_bicubic``, ``y_hat``, ``un``, ``lq_cond``, ``noise_hr``, ``step{k}.sample``
+        and ``step{k}.pred_xstart`` (48-channel PixelUnshuffle layout; k=0 is the first model call),
+        ``result_pm1`` (cropped and clamped, [-1,1]) and ``out01`` (= upscale's output).
+        """
+        trace: dict[str, Tensor] = {}
+        with self._no_grad():
+            trace["out01"] = self._sample(lq, generator, steps, noise, trace)
+        return trace
+
+
+# ---------------------------------------------------------------------- official checkpoints
+def _unwrap(sd: Mapping[str, object]) -> dict[str, Tensor]:
+    """Take the BasicSR ``params_ema`` (else ``params``) entry and drop DDP ``module.`` prefixes."""
+    for key in ("params_ema", "params"):
+        if key in sd and isinstance(sd[key], Mapping):
+            sd = sd[key]  # type: ignore[assignment]
+            break
+    return {str(k).removeprefix("module."): v for k, v in sd.items()}  # type: ignore[misc]
+
+
+def _part_of(sd: Mapping[str, Tensor]) -> str:
+    if any(k.startswith((DENOISER_PREFIX, AUX_PREFIX)) for k in sd):
+        return "merged"
+    if "time_embed.0.weight" in sd:
+        return "denoiser"
+    if "relative_position_index_SA" in sd or "conv_first.weight" in sd:
+        return "aux"
+    raise ValueError(
+        "not an UPSR checkpoint: expected the denoiser (upsr.pth) or ATD g (atd_real.pth) keys"
+    )
+
+
+def convert_official_state_dict(sd: Mapping[str, object]) -> dict[str, Tensor]:
+    """One official file -> our layout: ``upsr.pth`` keys get ``denoiser.``, ``atd_real.pth`` keys
+    ``aux.``; keys are otherwise unchanged (1:1). An already merged dict passes through."""
+    flat = _unwrap(sd)
+    part = _part_of(flat)
+    if part == "merged":
+        return dict(flat)
+    prefix = DENOISER_PREFIX if part == "denoiser" else AUX_PREFIX
+    return {prefix + k: v for k, v in flat.items()}
+
+
+def merge_official(state_dicts: Sequence[Mapping[str, object]]) -> dict[str, Tensor]:
+    """The two official files (denoiser ``upsr.pth`` and g ``atd_real.pth``, any order) -> one dict."""
+    merged: dict[str, Tensor] = {}
+    for sd in state_dicts:
+        part = convert_official_state_dict(sd)
+        clash = merged.keys() & part.keys()
+        if clash:
+            raise ValueError(
+                f"both files define {sorted(clash)[:3]}...: pass one denoiser and one g checkpoint"
+            )
+        merged.update(part)
+    for prefix, name in (
+        (DENOISER_PREFIX, "denoiser (upsr.pth)"),
+        (AUX_PREFIX, "auxiliary g (atd_real.pth)"),
+    ):
+        if not any(k.startswith(prefix) for k in merged):
+            raise ValueError(f"the {name} checkpoint is missing")
+    return merged
+
+
+def _strip(sd: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    return {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
+
+
+def _count(sd: Mapping[str, Tensor], pattern: str) -> int:
+    """Number of consecutive indices i for which ``pattern.format(i)`` is a key."""
+    i = 0
+    while pattern.format(i) in sd:
+        i += 1
+    return i
+
+
+def _denoiser_config(sd: Mapping[str, Tensor], scale: int) -> UPSRDenoiserConfig:
+    mc = sd["time_embed.0.weight"].shape[1]
+    out_channels = sd["conv_last.weight"].shape[0]
+    in_channels = out_channels * scale * scale
+    lq_channels = sd["input_blocks.0.0.weight"].shape[1] - in_channels
+    indices = sorted({int(m.group(1)) for k in sd if (m := re.match(r"input_blocks\.(\d+)\.", k))})
+    mult: list[int] = []
+    blocks: list[int] = []
+    attn_levels: list[int] = []
+    first_mask: tuple[int, int] | None = None  # (level, number of windows) of the first stored mask
+    ch, count = mc, 0
+    for i in indices[1:]:  # input_blocks.0 is the input conv
+        if f"input_blocks.{i}.0.op.weight" in sd:  # a Downsample closes the level
+            mult.append(ch // mc)
+            blocks.append(count)
+            count = 0
+            continue
+        ch = sd[f"input_blocks.{i}.0.in_layers.2.weight"].shape[0]
+        level = len(mult)
+        if count == 0 and f"input_blocks.{i}.1.patch_embed.proj.weight" in sd:
+            attn_levels.append(level)
+            mask = sd.get(f"input_blocks.{i}.1.blocks.1.attn_mask")
+            if mask is not None and first_mask is None:
+                first_mask = (level, mask.shape[0])
+        count += 1
+    mult.append(ch // mc)
+    blocks.append(count)
+    swin = "middle_block.1."
+    embed = sd[swin + "patch_embed.proj.weight"].shape[0]
+    windows = [v.shape[0] for k, v in sd.items() if k.endswith("attn.relative_position_index")]
+    window = math.isqrt(max(windows))
+    image_size = 64
+    if first_mask is not None:
+        lvl, n_windows = first_mask
+        image_size = (math.isqrt(n_windows) * window) << lvl
+    heads = sd[swin + "blocks.0.attn.relative_position_bias_table"].shape[1]
+    return UPSRDenoiserConfig(
+        image_size=image_size,
+        in_channels=in_channels,
+        lq_channels=lq_channels,
+        out_channels=out_channels,
+        model_channels=mc,
+        channel_mult=tuple(mult),
+        num_res_blocks=tuple(blocks),
+        attention_resolutions=tuple(image_size >> lvl for lvl in attn_levels),
+        num_head_channels=embed // heads,
+        swin_depth=_count(sd, swin + "blocks.{}.norm1.weight"),
+        swin_embed_dim=embed,
+        window_size=window,
+        mlp_ratio=sd[swin + "blocks.0.mlp.fc1.weight"].shape[0] / embed,
+        num_feat=sd["conv_up1.weight"].shape[0],
+    )
+
+
+def _atd_config(sd: Mapping[str, Tensor]) -> ATDConfig:
+    embed, in_channels = sd["conv_first.weight"].shape[:2]
+    groups = _count(sd, "layers.{}.conv.weight")
+    layer0 = "layers.0.residual_group.layers.0."
+    num_tokens = sd["layers.0.residual_group.td"].shape[0]
+    return ATDConfig(
+        scale=math.isqrt(sd["upsample.0.weight"].shape[0] // in_channels),
+        in_channels=in_channels,
+        embed_dim=embed,
+        depths=tuple(
+            _count(sd, f"layers.{g}.residual_group.layers.{{}}.norm1.weight") for g in range(groups)
+        ),
+        num_heads=tuple(
+            sd[f"layers.{g}.residual_group.layers.0.attn_win.relative_position_bias_table"].shape[1]
+            for g in range(groups)
+        ),
+        window_size=math.isqrt(sd["relative_position_index_SA"].shape[0]),
+        num_tokens=num_tokens,
+        reduced_dim=sd[layer0 + "attn_atd.wq.weight"].shape[0],
+        convffn_kernel_size=sd[layer0 + "convffn.dwconv.depthwise_conv.0.weight"].shape[-1],
+        mlp_ratio=sd[layer0 + "convffn.fc1.weight"].shape[0] / embed,
+    )
+
+
+def config_from_state_dict(sd: Mapping[str, Tensor], scale: int | None = None) -> UPSRConfig:
+    """Infer :class:`UPSRConfig` from the shapes of a state dict in our layout (prefixed keys).
+
+    Works for the released and the reduced fixtures. Not recoverable from shapes, hence defaults:
+    ATD's ``category_size`` (128), the diffusion settings, ``pad_multiple``; the denoiser's
+    ``image_size`` comes from the stored shifted-window masks (64 when there are none).
+    """
+    if not any(k.startswith((DENOISER_PREFIX, AUX_PREFIX)) for k in sd):
+        raise ValueError(
+            "expected keys under denoiser./aux.: convert official checkpoints with merge_official"
+        )
+    try:
+        aux = _atd_config(_strip(sd, AUX_PREFIX))
+        if scale is not None and scale != aux.scale:
+            raise ValueError(f"scale {scale} does not match the checkpoint (x{aux.scale})")
+        denoiser = _denoiser_config(_strip(sd, DENOISER_PREFIX), aux.scale)
+    except KeyError as exc:
+        raise ValueError(f"incomplete UPSR state dict: no key {exc}") from None
+    return UPSRConfig(scale=aux.scale, denoiser=denoiser, aux=aux)

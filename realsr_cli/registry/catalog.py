@@ -1,0 +1,349 @@
+"""The weights catalog: ``weights.toml`` -> frozen dataclasses, strictly validated (STYLE §3, §4).
+
+The package ships ``realsr_cli/weights.toml`` (the repository's top-level ``weights.toml``). Users
+may add entries from their own files: ``REALSR_WEIGHTS_TOML`` holds one or more paths separated by
+``os.pathsep``; their entries join the shipped ones (a duplicate id or alias is an error, never a
+silent override). The schema is documented in docs/weights.md.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
+
+from realsr_cli.errors import ConfigError, UnknownModelError
+from realsr_cli.registry.archs import ARCHITECTURES
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["WeightsSource", "WeightsEntry", "Catalog", "load_catalog", "ENV_WEIGHTS_TOML", "SCHEMA"]
+
+ENV_WEIGHTS_TOML = "REALSR_WEIGHTS_TOML"
+SCHEMA = 1
+
+_ID = re.compile(r"(?P<arch>[a-z0-9_]+)-x(?P<scale>[1-9][0-9]?)(?:-(?P<variant>[a-z0-9][a-z0-9._-]*))?")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
+_ALIAS = re.compile(r"[a-z0-9][a-z0-9._-]*")
+_LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+_TOP_KEYS = {"schema", "default_model", "weights"}
+_REQUIRED = {"id", "arch", "scale", "source", "format", "license"}
+_OPTIONAL = {"sha256", "paper", "notes", "aliases", "default"}
+_HUB_KEYS = {"hub", "filename", "revision"}
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """Where a file comes from: a Hugging Face Hub repo file pinned to a revision, or a URL."""
+
+    kind: Literal["hub", "url"]
+    repo: str | None = None
+    filename: str | None = None
+    revision: str | None = None
+    url: str | None = None
+
+    @property
+    def basename(self) -> str:
+        """File name of the source (last path component)."""
+        if self.kind == "hub":
+            return str(self.filename).rsplit("/", 1)[-1]
+        return unquote(urlsplit(str(self.url)).path.rsplit("/", 1)[-1])
+
+    def describe(self) -> str:
+        """One-line, stable description (also the trust store's ``source`` field)."""
+        if self.kind == "hub":
+            return f"hf://{self.repo}/{self.filename}@{self.revision}"
+        return str(self.url)
+
+    def to_json(self) -> dict[str, str]:
+        if self.kind == "hub":
+            return {"hub": str(self.repo), "filename": str(self.filename), "revision": str(self.revision)}
+        return {"url": str(self.url)}
+
+
+@dataclass(frozen=True)
+class WeightsEntry:
+    """One published checkpoint (a ``[[weights]]`` table of weights.toml)."""
+
+    id: str
+    arch: str
+    scale: int
+    source: WeightsSource
+    format: Literal["safetensors", "pth"]
+    license: str
+    sha256: str | None = None
+    paper: str = ""
+    notes: str = ""
+    aliases: tuple[str, ...] = ()
+    default: bool = False
+    variant: str | None = None  # from the id: femasr-x4-<variant>
+    origin: str = ""  # the TOML file it was read from
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "arch": self.arch,
+            "scale": self.scale,
+            "variant": self.variant,
+            "aliases": list(self.aliases),
+            "default": self.default,
+            "format": self.format,
+            "source": self.source.to_json(),
+            "sha256": self.sha256,
+            "license": self.license,
+            "paper": self.paper,
+            "notes": self.notes,
+        }
+
+
+def _fail(where: str, message: str, hint: str | None = None) -> ConfigError:
+    return ConfigError(f"{where}: {message}", hint=hint)
+
+
+def _check_type(where: str, key: str, value: Any, tp: type | tuple[type, ...]) -> Any:
+    if (isinstance(value, bool) and tp is int) or not isinstance(value, tp):
+        raise _fail(where, f"{key!r} has the wrong type ({value!r})", "see docs/weights.md for the schema")
+    return value
+
+
+def _parse_source(where: str, raw: Any) -> WeightsSource:
+    if not isinstance(raw, dict):
+        raise _fail(where, "'source' must be a table: { hub = ..., filename = ..., revision = ... } or { url = ... }")
+    if ("hub" in raw) == ("url" in raw):
+        raise _fail(where, "'source' needs exactly one of 'hub' or 'url'")
+    if "url" in raw:
+        if set(raw) != {"url"}:
+            raise _fail(where, f"unknown key(s) in url source: {', '.join(sorted(set(raw) - {'url'}))}")
+        url = _check_type(where, "source.url", raw["url"], str)
+        parts = urlsplit(url)
+        local = parts.scheme == "http" and parts.hostname in _LOCAL_HOSTS
+        if not (parts.scheme in ("https", "file") or local) or not parts.path.rstrip("/"):
+            raise _fail(where, f"source.url {url!r} must be an https:// (or file://) URL of a file")
+        return WeightsSource(kind="url", url=url)
+    unknown = set(raw) - _HUB_KEYS
+    missing = _HUB_KEYS - set(raw)
+    if unknown or missing:
+        what = [f"unknown key(s) {', '.join(sorted(unknown))}"] if unknown else []
+        what += [f"missing key(s) {', '.join(sorted(missing))}"] if missing else []
+        raise _fail(where, "hub source: " + "; ".join(what), "hub sources are { hub = 'owner/repo', filename, revision }")
+    repo = _check_type(where, "source.hub", raw["hub"], str)
+    filename = _check_type(where, "source.filename", raw["filename"], str)
+    revision = _check_type(where, "source.revision", raw["revision"], str)
+    if not _REPO.fullmatch(repo):
+        raise _fail(where, f"source.hub {repo!r} is not an 'owner/repo' id")
+    if not filename or filename.startswith("/") or ".." in filename.split("/"):
+        raise _fail(where, f"source.filename {filename!r} must be a relative path inside the repo")
+    if not revision.strip():
+        raise _fail(where, "source.revision must name a commit or tag")
+    return WeightsSource(kind="hub", repo=repo, filename=filename, revision=revision)
+
+
+def _parse_entry(raw: Any, where: str, origin: str) -> WeightsEntry:
+    if not isinstance(raw, dict):
+        raise _fail(where, "each [[weights]] item must be a table")
+    entry_id = raw.get("id")
+    if isinstance(entry_id, str):
+        where = f"{where} ({entry_id})"
+    unknown = sorted(set(raw) - _REQUIRED - _OPTIONAL)
+    if unknown:
+        raise _fail(where, f"unknown key(s) {', '.join(unknown)}", f"known keys: {', '.join(sorted(_REQUIRED | _OPTIONAL))}")
+    missing = sorted(_REQUIRED - set(raw))
+    if missing:
+        raise _fail(where, f"missing required key(s) {', '.join(missing)}")
+    entry_id = _check_type(where, "id", raw["id"], str)
+    arch = _check_type(where, "arch", raw["arch"], str)
+    scale = _check_type(where, "scale", raw["scale"], int)
+    if arch not in ARCHITECTURES:
+        raise _fail(where, f"unknown architecture {arch!r}", f"known architectures: {', '.join(sorted(ARCHITECTURES))}")
+    m = _ID.fullmatch(entry_id)
+    if not m or m["arch"] != arch or int(m["scale"]) != scale:
+        raise _fail(where, f"id {entry_id!r} must read '{arch}-x{scale}[-variant]' (lowercase)")
+    fmt = _check_type(where, "format", raw["format"], str)
+    if fmt not in ("safetensors", "pth"):
+        raise _fail(where, f"format {fmt!r} must be 'safetensors' or 'pth'")
+    sha = raw.get("sha256")
+    if sha is not None and not (isinstance(sha, str) and _SHA256.fullmatch(sha)):
+        raise _fail(where, "sha256 must be 64 lowercase hex digits", "leave it out if unknown: trust-on-first-use")
+    aliases = _check_type(where, "aliases", raw.get("aliases", []), list)
+    for alias in aliases:
+        if not isinstance(alias, str) or not _ALIAS.fullmatch(alias):
+            raise _fail(where, f"alias {alias!r} must be a lowercase name")
+    return WeightsEntry(
+        id=entry_id,
+        arch=arch,
+        scale=scale,
+        source=_parse_source(where, raw["source"]),
+        format=fmt,  # type: ignore[arg-type]
+        license=_check_type(where, "license", raw["license"], str),
+        sha256=sha,
+        paper=_check_type(where, "paper", raw.get("paper", ""), str),
+        notes=_check_type(where, "notes", raw.get("notes", ""), str),
+        aliases=tuple(aliases),
+        default=_check_type(where, "default", raw.get("default", False), bool),
+        variant=m["variant"],
+        origin=origin,
+    )
+
+
+def _read_file(path: Path) -> tuple[dict[str, Any], list[WeightsEntry]]:
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"weights catalog not found: {path}", hint=f"check {ENV_WEIGHTS_TOML}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML ({exc})") from exc
+    unknown = sorted(set(data) - _TOP_KEYS)
+    if unknown:
+        raise _fail(str(path), f"unknown top-level key(s) {', '.join(unknown)}", "entries go in [[weights]] tables")
+    schema = data.get("schema", SCHEMA)
+    if schema != SCHEMA:
+        raise _fail(str(path), f"schema {schema!r} is not supported (this realsr reads schema {SCHEMA})")
+    items = data.get("weights", [])
+    if not isinstance(items, list):
+        raise _fail(str(path), "'weights' must be an array of tables ([[weights]])")
+    entries = [_parse_entry(raw, f"{path.name} [[weights]] #{i + 1}", str(path)) for i, raw in enumerate(items)]
+    return data, entries
+
+
+def _native(scale: float | None) -> int | None:
+    """A requested scale as a native one: 2.0 -> 2; None or fractional (1.5) -> None."""
+    if scale is None or not float(scale).is_integer():
+        return None
+    return int(scale)
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Every known checkpoint, in file order. Look-ups by id, alias or architecture name."""
+
+    entries: tuple[WeightsEntry, ...]
+    default_model: str | None = None
+    paths: tuple[Path, ...] = ()
+    _by_id: dict[str, WeightsEntry] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _aliases: dict[str, WeightsEntry] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for e in self.entries:
+            if e.id in self._by_id:
+                raise ConfigError(f"duplicate weights id {e.id!r} ({self._by_id[e.id].origin} and {e.origin})")
+            self._by_id[e.id] = e
+        defaults: dict[str, WeightsEntry] = {}
+        for e in self.entries:
+            if e.default:
+                if e.arch in defaults:
+                    raise ConfigError(f"two defaults for {e.arch!r}: {defaults[e.arch].id} and {e.id}")
+                defaults[e.arch] = e
+            for alias in e.aliases:
+                taken = self._by_id.get(alias) or self._aliases.get(alias)
+                if taken is not None:
+                    raise ConfigError(f"{e.id}: alias {alias!r} is already taken by {taken.id}")
+                if alias in ARCHITECTURES and alias != e.arch:
+                    raise ConfigError(f"{e.id}: alias {alias!r} names another architecture")
+                self._aliases[alias] = e
+
+    def __iter__(self) -> Iterator[WeightsEntry]:
+        return iter(self.entries)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_id or name in self._aliases
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return tuple(e.id for e in self.entries)
+
+    def _unknown(self, name: str) -> UnknownModelError:
+        names = sorted({*self._by_id, *self._aliases, *(e.arch for e in self.entries)})
+        close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
+        return UnknownModelError(f"unknown model {name!r}", hint=hint + "see `realsr models list`")
+
+    def default_for(self, arch: str, scale: float | None = None) -> WeightsEntry:
+        """The entry to use for an architecture: native ``scale`` if listed, else the default.
+
+        Among entries of that scale the arch default wins, then ids without a variant, then file
+        order. The arch default is the entry marked ``default = true`` (else its first entry).
+        """
+        pool = [e for e in self.entries if e.arch == arch]
+        if not pool:
+            raise self._unknown(arch)
+        ranked = sorted(pool, key=lambda e: (not e.default, e.variant is not None))
+        scale = _native(scale)
+        if scale is not None:
+            same = [e for e in ranked if e.scale == scale]
+            if same:
+                return same[0]
+        return ranked[0] if ranked[0].default else pool[0]
+
+    def get(self, name: str, scale: float | None = None) -> WeightsEntry:
+        """Resolve an id (``femasr-x4``), alias or architecture name (``femasr``).
+
+        An id is returned as is. An alias or architecture name with ``scale`` picks the entry of
+        that native scale when one exists (``femasr`` + 2 -> ``femasr-x2``), else the default one
+        (the engine then resizes). Unknown names raise UnknownModelError with close matches.
+        """
+        if name in self._by_id:
+            return self._by_id[name]
+        scale = _native(scale)
+        target = self._aliases.get(name)
+        if target is not None:
+            if scale is None or target.scale == scale:
+                return target
+            suffix = f"-{target.variant}" if target.variant else ""
+            return self._by_id.get(f"{target.arch}-x{scale}{suffix}", target)
+        if any(e.arch == name for e in self.entries):
+            return self.default_for(name, scale)
+        raise self._unknown(name)
+
+    def default(self, scale: float | None = None) -> WeightsEntry:
+        """The model used when none is named: ``default_model`` (top-level key) or the first entry."""
+        if not self.entries:
+            raise UnknownModelError("the weights catalog is empty", hint=f"check weights.toml / {ENV_WEIGHTS_TOML}")
+        return self.get(self.default_model or self.entries[0].arch, scale)
+
+
+def package_catalog_path() -> Path:
+    """The ``weights.toml`` shipped inside the package."""
+    return Path(str(resources.files("realsr_cli").joinpath("weights.toml")))
+
+
+def load_catalog(path: str | os.PathLike[str] | None = None) -> Catalog:
+    """Read and validate the catalog.
+
+    ``path`` given: that file only. Otherwise the packaged weights.toml plus every file listed in
+    ``$REALSR_WEIGHTS_TOML`` (separated by ``os.pathsep``). Invalid files raise ConfigError naming
+    the file and the entry.
+    """
+    if path is not None:
+        paths = [Path(path)]
+    else:
+        extra = os.environ.get(ENV_WEIGHTS_TOML, "")
+        paths = [package_catalog_path(), *(Path(p).expanduser() for p in extra.split(os.pathsep) if p.strip())]
+    entries: list[WeightsEntry] = []
+    default_model: str | None = None
+    for p in paths:
+        data, found = _read_file(p)
+        entries.extend(found)
+        if "default_model" in data:
+            dm = _check_type(str(p), "default_model", data["default_model"], str)
+            default_model = default_model or dm  # the packaged file decides; extra files only fill in
+    catalog = Catalog(entries=tuple(entries), default_model=default_model, paths=tuple(paths))
+    if default_model is not None and default_model not in catalog and not any(e.arch == default_model for e in entries):
+        raise ConfigError(f"default_model {default_model!r} is neither an id, an alias nor an architecture")
+    return catalog
+

@@ -1,0 +1,235 @@
+"""Our weights files: safetensors + metadata, written atomically and loaded strictly.
+
+A realsr weights file is a safetensors file whose string metadata says what it holds
+(docs/internals.md, docs/weights.md)::
+
+    format = "realsr"   format_version = "1"   arch = "femasr"   scale = "4"
+    config = '{"scale": 4, ...}'   realsr_version = "0.1.0"   (+ source_sha256, source_files ...)
+
+:func:`load_weights` rebuilds the architecture from that metadata alone and loads the tensors with
+``strict=True``: a file either matches the network exactly or is refused with a message that names
+the missing, unexpected and mis-shaped keys. Pickled checkpoints (``.pth``) are never loaded here;
+``realsr convert`` turns them into this format first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from realsr_cli import __version__
+from realsr_cli._config import config_from_json, config_to_json
+from realsr_cli.errors import ConfigError, WeightsError
+from realsr_cli.registry.archs import ArchSpec, get_arch
+
+if TYPE_CHECKING:  # torch loads lazily: `realsr models list` reads metadata without it
+    from torch import Tensor, nn
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "PICKLE_SUFFIXES",
+    "save_weights",
+    "read_metadata",
+    "load_weights",
+    "load_state_dict_strict",
+    "file_sha256",
+]
+
+FORMAT = "realsr"
+FORMAT_VERSION = "1"
+#: metadata keys written by :func:`save_weights` itself (``extra_metadata`` may not override them)
+RESERVED_KEYS = ("format", "format_version", "arch", "config", "scale", "realsr_version")
+#: suffixes of pickled PyTorch checkpoints: refused by the loader, accepted by ``realsr convert``
+PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
+
+_CONVERT_HINT = "convert it with `realsr convert FILE --arch ARCH -o FILE.safetensors`"
+_SHOW = 5  # how many keys an error message lists per kind
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks (constant memory)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _unshared(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """CPU, contiguous tensors; tensors that share storage (tied weights) are cloned, because
+    safetensors refuses aliasing."""
+    from torch import Tensor
+
+    out: dict[str, Tensor] = {}
+    seen: set[int] = set()
+    for key, value in state_dict.items():
+        if not isinstance(value, Tensor):
+            raise WeightsError(f"state dict entry {key!r} is a {type(value).__name__}, not a tensor")
+        t = value.detach().cpu().contiguous()
+        if t.numel() and t.untyped_storage().data_ptr() in seen:
+            t = t.clone()
+        seen.add(t.untyped_storage().data_ptr())
+        out[key] = t
+    return out
+
+
+def save_weights(
+    path: str | os.PathLike[str],
+    *,
+    arch: str,
+    config: Any,
+    state_dict: Mapping[str, Tensor],
+    extra_metadata: Mapping[str, str] | None = None,
+) -> Path:
+    """Write ``state_dict`` as a realsr safetensors file at ``path``, atomically.
+
+    The tensors go to a temporary file in the destination folder that is renamed over ``path``
+    only once complete, so a crash never leaves a half-written weights file behind.
+    ``extra_metadata`` (strings, e.g. ``source_sha256``) is stored next to the standard keys.
+    """
+    from safetensors.torch import save_file
+
+    spec = get_arch(arch)
+    if not isinstance(config, spec.config_cls):
+        raise WeightsError(f"config for {arch!r} must be a {spec.config_cls.__name__}, got {type(config).__name__}")
+    metadata = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "arch": arch,
+        "config": config_to_json(config),
+        "scale": str(int(spec.scale_of(config))),
+        "realsr_version": __version__,
+    }
+    for key, value in (extra_metadata or {}).items():
+        if key in RESERVED_KEYS:
+            raise WeightsError(f"extra metadata may not override {key!r}")
+        if not isinstance(value, str):
+            raise WeightsError(f"metadata value for {key!r} must be a string, got {type(value).__name__}")
+        metadata[key] = value
+
+    dst = Path(path)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".part", dir=dst.parent)
+    os.close(fd)
+    try:
+        save_file(_unshared(state_dict), tmp_name, metadata=metadata)
+        os.replace(tmp_name, dst)
+    finally:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+    log.debug("wrote %s (%s x%s, %d tensors)", dst, arch, metadata["scale"], len(state_dict))
+    return dst
+
+
+def _refuse_pickle(path: Path) -> None:
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise WeightsError(
+            f"{path.name} is a pickled PyTorch checkpoint; realsr only loads .safetensors",
+            hint=_CONVERT_HINT,
+        )
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The string metadata of a safetensors file (``{}`` when it has none)."""
+    from safetensors import SafetensorError, safe_open
+
+    p = Path(path)
+    _refuse_pickle(p)
+    if not p.is_file():
+        raise WeightsError(f"weights file not found: {p}", hint="check the path")
+    try:
+        with safe_open(str(p), framework="numpy") as fh:  # metadata only: no torch needed
+            return dict(fh.metadata() or {})
+    except (SafetensorError, OSError) as exc:
+        raise WeightsError(f"{p.name} is not a readable safetensors file ({exc})", hint=_CONVERT_HINT) from exc
+
+
+def _spec_and_config(meta: Mapping[str, str], where: str) -> tuple[ArchSpec, Any]:
+    """Architecture and frozen config described by our metadata."""
+    if meta.get("format") != FORMAT or "arch" not in meta:
+        raise WeightsError(
+            f"{where} has no realsr metadata (arch, config): it is not a realsr weights file",
+            hint="official checkpoints must be " + _CONVERT_HINT.replace("convert it", "converted"),
+        )
+    version = meta.get("format_version", "")
+    if version != FORMAT_VERSION:
+        raise WeightsError(
+            f"{where} has weights format version {version!r}; this realsr reads version {FORMAT_VERSION}",
+            hint="upgrade realsr (pip install -U realsr) or re-convert the checkpoint",
+        )
+    spec = get_arch(meta["arch"])
+    if "config" not in meta:
+        raise WeightsError(f"{where} lacks the 'config' metadata of its {spec.name} network", hint=_CONVERT_HINT)
+    try:
+        config = config_from_json(spec.config_cls, meta["config"])
+    except ConfigError as exc:
+        raise WeightsError(f"{where}: invalid {spec.name} config in metadata: {exc}", hint=exc.hint) from exc
+    if "scale" in meta and meta["scale"] != str(spec.scale_of(config)):
+        raise WeightsError(f"{where}: metadata scale {meta['scale']} disagrees with its config")
+    return spec, config
+
+
+def _listing(keys: list[str]) -> str:
+    shown = ", ".join(keys[:_SHOW])
+    return shown + (f" and {len(keys) - _SHOW} more" if len(keys) > _SHOW else "")
+
+
+def load_state_dict_strict(module: nn.Module, state_dict: Mapping[str, Tensor], *, what: str) -> None:
+    """``module.load_state_dict(state_dict, strict=True)`` with a plain-words error.
+
+    Raises WeightsError naming the first few missing keys (the network needs them, the file lacks
+    them), unexpected keys (the file has them, the network does not) and shape mismatches.
+    """
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    shapes = [
+        f"{k} (file {tuple(state_dict[k].shape)}, network {tuple(expected[k].shape)})"
+        for k in expected
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(expected[k].shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing key(s): {_listing(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected key(s): {_listing(unexpected)}")
+    if shapes:
+        problems.append(f"{len(shapes)} shape mismatch(es): {_listing(shapes)}")
+    if problems:
+        raise WeightsError(
+            f"{what} does not match the network: " + "; ".join(problems),
+            hint="was it converted for another architecture or config? re-convert the official "
+            "checkpoint with `realsr convert --arch ARCH`",
+        )
+    try:
+        module.load_state_dict(dict(state_dict), strict=True)
+    except RuntimeError as exc:  # e.g. dtypes that cannot be copied
+        raise WeightsError(f"{what} could not be loaded: {exc}") from exc
+
+
+def load_weights(path: str | os.PathLike[str]) -> tuple[ArchSpec, Any, nn.Module]:
+    """Build the network a realsr safetensors file describes and load it strictly.
+
+    Returns ``(spec, config, net)``; ``net`` is on the CPU in float32 (as built) and in eval mode.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    p = Path(path)
+    meta = read_metadata(p)
+    spec, config = _spec_and_config(meta, p.name)
+    net = spec.build(config)
+    try:
+        tensors = load_file(str(p), device="cpu")
+    except (SafetensorError, OSError) as exc:  # truncated data section and the like
+        raise WeightsError(f"{p.name}: cannot read its tensors ({exc})", hint="download or convert it again") from exc
+    load_state_dict_strict(net, tensors, what=p.name)
+    return spec, config, net.eval()

@@ -1,0 +1,66 @@
+"""Pixel losses: L1, MSE and Charbonnier, on any tensors of equal shape (typically (B,3,H,W))."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from realsr_cli.errors import UsageError
+
+__all__ = ["Reduction", "charbonnier_loss", "l1_loss", "mse_loss", "reduce"]
+
+Reduction = Literal["mean", "sum", "none"]
+
+
+def reduce(loss: Tensor, reduction: Reduction) -> Tensor:
+    """Apply ``mean`` (over all elements), ``sum`` or ``none`` to an element-wise loss."""
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    if reduction == "none":
+        return loss
+    raise UsageError(f"unknown reduction {reduction!r}", hint="use mean, sum or none")
+
+
+def _check(pred: Tensor, target: Tensor) -> None:
+    if pred.shape != target.shape:
+        raise UsageError(
+            f"loss inputs differ in shape: {tuple(pred.shape)} vs {tuple(target.shape)}"
+        )
+
+
+def l1_loss(
+    pred: Tensor, target: Tensor, weight: Tensor | None = None, reduction: Reduction = "mean"
+) -> Tensor:
+    """``|pred - target|`` (times an optional broadcastable ``weight``), reduced."""
+    _check(pred, target)
+    loss = (pred - target).abs()
+    return reduce(loss if weight is None else loss * weight, reduction)
+
+
+def mse_loss(
+    pred: Tensor, target: Tensor, weight: Tensor | None = None, reduction: Reduction = "mean"
+) -> Tensor:
+    """``(pred - target)^2`` (times an optional broadcastable ``weight``), reduced."""
+    _check(pred, target)
+    loss = (pred - target).square()
+    return reduce(loss if weight is None else loss * weight, reduction)
+
+
+def charbonnier_loss(
+    pred: Tensor,
+    target: Tensor,
+    eps: float = 1e-3,
+    weight: Tensor | None = None,
+    reduction: Reduction = "mean",
+) -> Tensor:
+    """Charbonnier (smooth L1) ``sqrt((pred - target)^2 + eps^2)`` (Lai et al., LapSRN, CVPR 2017).
+
+    ``eps`` is in image units (1e-3 as in LapSRN); the loss of identical inputs is ``eps``, not 0.
+    """
+    _check(pred, target)
+    loss = torch.sqrt((pred - target).square() + eps * eps)
+    return reduce(loss if weight is None else loss * weight, reduction)

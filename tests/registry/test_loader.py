@@ -1,0 +1,147 @@
+"""Our safetensors format: metadata, atomic writes, strict loading with plain-words errors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from realsr_cli import __version__
+from realsr_cli.errors import UnknownModelError, WeightsError
+from realsr_cli.registry import loader
+from tests.registry.conftest import TinyConfig, tiny_state_dict
+
+
+def _meta(**overrides: str) -> dict[str, str]:
+    meta = {
+        "format": "realsr",
+        "format_version": "1",
+        "arch": "tiny",
+        "config": json.dumps({"scale": 2, "width": 4}),
+        "scale": "2",
+        "realsr_version": __version__,
+    }
+    meta.update(overrides)
+    return {k: v for k, v in meta.items() if v is not None}
+
+
+def _raw(path, state_dict, **meta: str):
+    save_file(state_dict, str(path), metadata=_meta(**meta))
+    return path
+
+
+def test_save_writes_metadata_and_loads_strictly(tmp_path, tiny_arch):
+    sd = tiny_state_dict(seed=3)
+    path = loader.save_weights(tmp_path / "sub" / "w.safetensors", arch="tiny", config=TinyConfig(),
+                               state_dict=sd, extra_metadata={"source_sha256": "ab" * 32})
+    meta = loader.read_metadata(path)
+    assert meta["format"] == "realsr" and meta["format_version"] == "1" and meta["arch"] == "tiny"
+    assert meta["scale"] == "2" and meta["realsr_version"] == __version__
+    assert json.loads(meta["config"]) == {"scale": 2, "width": 4} and meta["source_sha256"] == "ab" * 32
+    assert [p.name for p in path.parent.iterdir()] == ["w.safetensors"]  # no temporary left
+
+    spec, config, net = loader.load_weights(path)
+    assert spec.name == "tiny" and config == TinyConfig() and not net.training
+    for k, v in sd.items():
+        assert torch.equal(net.state_dict()[k], v)
+
+
+def test_save_refuses_bad_input(tmp_path, tiny_arch):
+    sd = tiny_state_dict()
+    with pytest.raises(WeightsError, match="may not override 'arch'"):
+        loader.save_weights(tmp_path / "a.safetensors", arch="tiny", config=TinyConfig(), state_dict=sd,
+                            extra_metadata={"arch": "other"})
+    with pytest.raises(WeightsError, match="must be a TinyConfig"):
+        loader.save_weights(tmp_path / "a.safetensors", arch="tiny", config={"scale": 2}, state_dict=sd)
+    with pytest.raises(WeightsError, match="not a tensor"):
+        loader.save_weights(tmp_path / "a.safetensors", arch="tiny", config=TinyConfig(), state_dict={"x": 1})
+    with pytest.raises(UnknownModelError):
+        loader.save_weights(tmp_path / "a.safetensors", arch="nosuch", config=TinyConfig(), state_dict=sd)
+    assert not list(tmp_path.iterdir())
+
+
+def test_save_handles_tied_and_strided_tensors(tmp_path, tiny_arch):
+    sd = tiny_state_dict()
+    shared = torch.randn(4, 6)
+    sd_extra = {**sd, "a": shared, "b": shared, "c": shared.t()}
+    path = loader.save_weights(tmp_path / "t.safetensors", arch="tiny", config=TinyConfig(), state_dict=sd_extra)
+    from safetensors.torch import load_file
+
+    back = load_file(str(path))
+    assert torch.equal(back["a"], back["b"]) and torch.equal(back["c"], shared.t())
+
+
+def test_pickles_are_refused_with_a_convert_hint(tmp_path):
+    pth = tmp_path / "model.pth"
+    torch.save({"params": tiny_state_dict()}, pth)
+    for fn in (loader.load_weights, loader.read_metadata):
+        with pytest.raises(WeightsError, match="pickled PyTorch checkpoint") as info:
+            fn(pth)
+        assert "realsr convert" in info.value.hint
+
+
+def test_not_ours_or_not_safetensors(tmp_path, tiny_arch):
+    plain = tmp_path / "plain.safetensors"
+    save_file(tiny_state_dict(), str(plain))
+    with pytest.raises(WeightsError, match="no realsr metadata") as info:
+        loader.load_weights(plain)
+    assert "realsr convert" in info.value.hint
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x00" * 64)
+    with pytest.raises(WeightsError, match="not a readable safetensors"):
+        loader.load_weights(junk)
+    with pytest.raises(WeightsError, match="not found"):
+        loader.load_weights(tmp_path / "absent.safetensors")
+
+
+@pytest.mark.parametrize(
+    "meta, match",
+    [
+        ({"format_version": "2"}, "format version '2'"),
+        ({"config": None}, "lacks the 'config'"),
+        ({"config": "{not json"}, "invalid tiny config"),
+        ({"config": json.dumps({"scale": 2, "depth": 3})}, "invalid tiny config"),
+        ({"scale": "4"}, "disagrees"),
+    ],
+)
+def test_bad_metadata(tmp_path, tiny_arch, meta, match):
+    path = _raw(tmp_path / "m.safetensors", tiny_state_dict(), **meta)
+    with pytest.raises(WeightsError, match=match):
+        loader.load_weights(path)
+
+
+def test_unknown_arch_in_metadata(tmp_path):
+    path = _raw(tmp_path / "m.safetensors", tiny_state_dict(), arch="nosuch")
+    with pytest.raises(UnknownModelError, match="nosuch"):
+        loader.load_weights(path)
+
+
+def test_strict_errors_list_keys_in_plain_words(tmp_path, tiny_arch):
+    sd = tiny_state_dict()
+    sd.pop("tail.bias")
+    sd["extra.weight"] = torch.zeros(1)
+    sd["head.weight"] = torch.zeros(8, 3, 3, 3)
+    path = _raw(tmp_path / "m.safetensors", sd)
+    with pytest.raises(WeightsError) as info:
+        loader.load_weights(path)
+    msg = info.value.message
+    assert "1 missing key(s): tail.bias" in msg
+    assert "1 unexpected key(s): extra.weight" in msg
+    assert "1 shape mismatch(es): head.weight (file (8, 3, 3, 3), network (4, 3, 3, 3))" in msg
+    assert "realsr convert" in info.value.hint
+
+
+def test_long_key_lists_are_shortened(tmp_path, tiny_arch):
+    sd = {**tiny_state_dict(), **{f"junk.{i}": torch.zeros(1) for i in range(9)}}
+    with pytest.raises(WeightsError, match=r"9 unexpected key\(s\): .* and 4 more"):
+        loader.load_weights(_raw(tmp_path / "m.safetensors", sd))
+
+
+def test_file_sha256_streams(tmp_path):
+    data = bytes(range(256)) * 9000  # > 1 MiB: several chunks
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    assert loader.file_sha256(path) == hashlib.sha256(data).hexdigest()
