@@ -88,6 +88,27 @@ def _femasr() -> ArchSpec:
     )
 
 
+def _ugtsr() -> ArchSpec:
+    from realsr_cli.models import ugtsr
+
+    return ArchSpec(
+        name="ugtsr",
+        title="UGTSR",
+        paper="Incorporating Uncertainty-Guided and Top-k Codebook Matching for Real-World Blind "
+        "Image Super-Resolution (UGTSR)",
+        config_cls=ugtsr.UGTSRConfig,
+        build=ugtsr.UGTSRNet,
+        infer_config=ugtsr.config_from_state_dict,
+        convert_official=ugtsr.convert_official_state_dict,  # none exists: raises WeightsError
+        scale_of=lambda cfg: cfg.scale,
+        tile_multiple=16,  # FeMaSR's padding: x4 pads to multiples of 16 LR px (x2: 32)
+        min_size=1,
+        default_tile=192,
+        default_overlap=16,
+        half_ok=True,
+    )
+
+
 def _realsrt() -> ArchSpec:
     from realsr_cli.models import realsrt
 
@@ -137,6 +158,7 @@ def _upsr() -> ArchSpec:
 # Literal table of architecture name -> factory (imports stay lazy so `realsr models list` is fast).
 ARCHITECTURES: dict[str, Callable[[], ArchSpec]] = {
     "femasr": _femasr,
+    "ugtsr": _ugtsr,
     "realsrt": _realsrt,
     "upsr": _upsr,
 }

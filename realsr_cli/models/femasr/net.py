@@ -264,6 +264,19 @@ class FeMaSRNet(nn.Module):
             indices=q.indices,
         )
 
+    @torch.no_grad()
+    def match_indices(self, x: Tensor, k: int = 1) -> tuple[Tensor, Tensor]:
+        """Codebook matching of an already padded input (for the matching-accuracy metric).
+
+        ``x`` (B,in_channel,H,W) as for :meth:`encode_and_decode`. Returns ``(chosen, candidates)``:
+        ``chosen`` (B,1,h,w) int64 the code ids the decoder receives; ``candidates`` (B,k,h,w)
+        int64 the k nearest codes of the encoder features, nearest first (FeMaSR: chosen is
+        ``candidates[:, :1]``; UGTSR overrides ``chosen`` with its fused match).
+        """
+        feat_to_quant, _ = self.quantize(self.encode(x)[0])
+        _, candidates = self.quantizer.nearest(feat_to_quant, k)
+        return candidates[:, :1], candidates
+
     def forward(self, x: Tensor) -> FeMaSROutput:
         """Training entry point: :meth:`encode_and_decode` (no padding, no crop)."""
         return self.encode_and_decode(x)
