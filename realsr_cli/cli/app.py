@@ -12,6 +12,8 @@ from realsr_cli import __version__
 from realsr_cli.cli import _output
 from realsr_cli.cli import batch as batch_cmd
 from realsr_cli.cli import convert as convert_cmd
+from realsr_cli.cli import degrade as degrade_cmd
+from realsr_cli.cli import eval as eval_cmd
 from realsr_cli.cli import models as models_cmd
 from realsr_cli.cli import upscale as upscale_cmd
 from realsr_cli.errors import (
@@ -56,6 +58,8 @@ def _root(
 app.command("upscale", no_args_is_help=True)(upscale_cmd.upscale)
 app.command("batch", no_args_is_help=True)(batch_cmd.batch)
 app.command("convert", no_args_is_help=True)(convert_cmd.convert)
+app.command("degrade", no_args_is_help=True)(degrade_cmd.degrade)
+app.command("eval", no_args_is_help=True)(eval_cmd.eval_cmd)
 app.add_typer(models_cmd.app, name="models")
 
 

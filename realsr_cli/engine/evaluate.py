@@ -1,0 +1,383 @@
+"""Paired evaluation: upscale a folder of LR images, score each against its HR image.
+
+Scores are PSNR and SSIM with BasicSR's conventions (:mod:`realsr_cli.engine.metrics`). With an HR
+prior (a FeMaSR HQ-stage VQGAN, ``lq_stage=false``, scale 1: what ``femasr-hrp`` training exports)
+and a model whose network has ``match_indices`` (FeMaSR, UGTSR), also the codebook matching
+accuracy: how often the code the SR network picks from its LR input is the code the prior's own
+encoder picks from the HR image (top-1), and how often that code is among the network's k nearest
+(top-k). Both index maps are computed on the model's padded grid and cropped to the positions that
+cover real pixels.
+
+LR and HR images pair by relative path and stem (``sub/0801.png`` <-> ``sub/0801.jpg``). An HR
+image larger than LR x scale by less than one LR pixel (sides not divisible by the scale) is
+cropped at the bottom/right, as BasicSR's paired validation does; other size mismatches fail that
+image. LR images without an HR partner are skipped and listed.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from realsr_cli.engine import api, io, metrics
+from realsr_cli.errors import RealSRError, UsageError
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "EvalOptions",
+    "EvalPair",
+    "EvalPlan",
+    "EvalReport",
+    "ImageScore",
+    "codebook_match",
+    "evaluate",
+    "load_prior",
+    "pair_folders",
+    "score_pair",
+]
+
+
+@dataclass(frozen=True)
+class EvalPair:
+    """One LR image and its HR partner; ``name`` is the LR path relative to the LR folder."""
+
+    name: str
+    lq: Path
+    hq: Path
+
+
+@dataclass
+class EvalPlan:
+    pairs: list[EvalPair] = field(default_factory=list)
+    missing: list[tuple[str, str]] = field(default_factory=list)  # (LR name, why skipped)
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """``crop_border`` None = the model's scale; ``top_k`` ranks for the codebook accuracy;
+    ``save_dir``: also write each SR image there (PNG, LR tree mirrored)."""
+
+    upscale: api.UpscaleOptions = api.UpscaleOptions()
+    crop_border: int | None = None
+    y_channel: bool = True
+    top_k: tuple[int, ...] = (1, 3, 5)
+    save_dir: Path | None = None
+
+
+def _finite(x: float) -> float | None:
+    """JSON has no infinity: identical images (PSNR inf) are reported as null."""
+    return x if math.isfinite(x) else None
+
+
+@dataclass
+class ImageScore:
+    name: str
+    lq: str
+    hq: str
+    size: tuple[int, int]  # SR (w, h)
+    psnr: float
+    ssim: float
+    codebook: dict[str, float] | None = None
+    output: str | None = None
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.name,
+            "lq": self.lq,
+            "hq": self.hq,
+            "output": self.output,
+            "size": list(self.size),
+            "psnr": _finite(self.psnr),
+            "ssim": self.ssim,
+        }
+        if self.codebook is not None:
+            out["codebook"] = self.codebook
+        out["seconds"] = round(self.seconds, 4)
+        return out
+
+
+@dataclass
+class EvalReport:
+    model: str
+    arch: str
+    scale: int
+    crop_border: int
+    y_channel: bool
+    hr_prior: str | None = None
+    top_k: tuple[int, ...] = ()
+    images: list[ImageScore] = field(default_factory=list)
+    missing: list[tuple[str, str]] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def mean(self) -> dict[str, float]:
+        """Means over the scored images: psnr, ssim and (with a prior) every codebook key."""
+        if not self.images:
+            return {}
+        n = len(self.images)
+        out = {
+            "psnr": sum(s.psnr for s in self.images) / n,
+            "ssim": sum(s.ssim for s in self.images) / n,
+        }
+        scored = [s.codebook for s in self.images if s.codebook is not None]
+        for key in scored[0] if scored else ():
+            out[key] = sum(c[key] for c in scored) / len(scored)
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        mean = {k: _finite(v) if k == "psnr" else v for k, v in self.mean.items()}
+        return {
+            "model": self.model,
+            "arch": self.arch,
+            "scale": self.scale,
+            "crop_border": self.crop_border,
+            "y_channel": self.y_channel,
+            "hr_prior": self.hr_prior,
+            "top_k": list(self.top_k) if self.hr_prior else None,
+            "count": len(self.images),
+            "mean": mean,
+            "images": [s.to_json() for s in self.images],
+            "missing_hq": [{"lq": n, "reason": r} for n, r in self.missing],
+            "failed": [{"lq": n, "error": m} for n, m in self.failed],
+            "seconds": round(self.seconds, 3),
+        }
+
+
+# ----------------------------------------------------------------------------- pairing
+
+
+def _images(root: Path, recursive: bool, exclude: Path | None) -> list[Path]:
+    found = root.rglob("*") if recursive else root.iterdir()
+    keep = []
+    for p in sorted(found):
+        if not p.is_file() or not io.is_image_path(p):
+            continue
+        if exclude is not None and exclude in p.resolve().parents:
+            continue
+        keep.append(p)
+    return keep
+
+
+def pair_folders(
+    lq_dir: str | Path,
+    hq_dir: str | Path,
+    *,
+    recursive: bool = False,
+    pattern: str | None = None,
+    exclude: str | Path | None = None,
+) -> EvalPlan:
+    """Pair every LR image (sorted; ``pattern`` filters relative path or name) with the HR image
+    of the same relative path and stem. Images under ``exclude`` (e.g. the save folder) are
+    ignored."""
+    lq_root, hq_root = Path(lq_dir), Path(hq_dir)
+    for what, root in (("LR", lq_root), ("HR", hq_root)):
+        if not root.is_dir():
+            raise UsageError(f"{what} folder not found: {root}", hint="give an existing folder")
+    skip = Path(exclude).resolve() if exclude is not None else None
+    by_stem: dict[str, list[Path]] = {}
+    for p in _images(hq_root, recursive, skip):
+        by_stem.setdefault(p.relative_to(hq_root).with_suffix("").as_posix(), []).append(p)
+    plan = EvalPlan()
+    for p in _images(lq_root, recursive, skip):
+        rel = p.relative_to(lq_root)
+        if pattern and not any(fnmatch.fnmatch(n, pattern) for n in (rel.as_posix(), p.name)):
+            continue
+        stem = rel.with_suffix("").as_posix()
+        matches = by_stem.get(stem, [])
+        if len(matches) == 1:
+            plan.pairs.append(EvalPair(rel.as_posix(), p, matches[0]))
+        elif not matches:
+            plan.missing.append((rel.as_posix(), f"no HR image {stem}.* in {hq_root}"))
+        else:
+            names = ", ".join(m.name for m in matches)
+            plan.missing.append((rel.as_posix(), f"several HR images match: {names}"))
+    return plan
+
+
+# ----------------------------------------------------------------------------- codebook matching
+
+
+def load_prior(model: api.LoadedModel, source: str | Path) -> api.LoadedModel:
+    """Load the HR prior for ``model``'s codebook accuracy on the same device and precision.
+
+    Raises :class:`UsageError` when ``model`` cannot report its matches (no ``match_indices``),
+    or the file is not an HQ-stage network (scale 1 with ``match_indices``).
+    """
+    if not callable(getattr(model.net, "match_indices", None)):
+        raise UsageError(
+            f"--hr-prior needs a codebook-matching model (FeMaSR, UGTSR); {model.arch} has none",
+            hint="drop --hr-prior, or evaluate a femasr/ugtsr model",
+        )
+    prior = api.load_model(
+        source, device=str(model.device), precision=api._precision_name(model.dtype)
+    )
+    hq_stage = getattr(prior.config, "lq_stage", False) is False
+    if prior.scale != 1 or not hq_stage or not callable(getattr(prior.net, "match_indices", None)):
+        raise UsageError(
+            f"{source} is not an HR prior ({prior.arch} x{prior.scale})",
+            hint="give the HQ-stage VQGAN (lq_stage=false, scale 1) that `femasr-hrp` exports",
+        )
+    return prior
+
+
+def _check_top_k(model: api.LoadedModel, prior: api.LoadedModel, ks: tuple[int, ...]) -> None:
+    if not ks or any(k < 1 for k in ks):
+        raise UsageError(f"--top-k values must be >= 1, got {list(ks)}")
+    sizes = [getattr(m.config, "codebook_size", None) for m in (model, prior)]
+    if None not in sizes and sizes[0] != sizes[1]:
+        raise UsageError(
+            f"the model's codebook has {sizes[0]} codes, the prior's {sizes[1]}",
+            hint="give the prior the model was trained with",
+        )
+    if sizes[0] is not None and max(ks) > sizes[0]:
+        raise UsageError(f"--top-k {max(ks)} exceeds the codebook size {sizes[0]}")
+
+
+@torch.inference_mode()
+def codebook_match(
+    model: api.LoadedModel, prior: api.LoadedModel, lq: Tensor, hq: Tensor, ks: tuple[int, ...]
+) -> dict[str, float]:
+    """Codebook matching accuracy of one pair (see :func:`metrics.codebook_accuracy`).
+
+    ``lq`` (1,3,h,w) and ``hq`` (1,3,s*h,s*w) float in [0,1]. The LR image is padded by the
+    model's ``pad_lq``; the HR image mirror-padded to s times that size, so both code grids
+    cover the same area; both maps are then cropped to the ``ceil(h / d)`` x ``ceil(w / d)``
+    codes that touch real pixels (d = LR pixels per code).
+    """
+    from realsr_cli.models.femasr.net import mirror_pad
+
+    s = model.scale
+    h, w = lq.shape[-2:]
+    if tuple(hq.shape[-2:]) != (h * s, w * s):
+        raise UsageError(f"HR {tuple(hq.shape[-2:])} is not LR {(h, w)} x{s}")
+    padded = model.net.pad_lq(lq.to(model.device, model.dtype))
+    chosen, candidates = model.net.match_indices(padded, max(ks))
+    ph, pw = padded.shape[-2:]
+    hq_padded = mirror_pad(hq.to(prior.device, prior.dtype), ph * s, pw * s)
+    gt = prior.net.match_indices(hq_padded, 1)[0][:, :1]
+    gh, gw = chosen.shape[-2:]
+    if tuple(gt.shape[-2:]) != (gh, gw):
+        raise UsageError(
+            f"the prior's code grid {tuple(gt.shape[-2:])} differs from the model's {(gh, gw)}",
+            hint="the prior and the model must share the codebook resolution (same channels)",
+        )
+    vh, vw = -(-h * gh // ph), -(-w * gw // pw)  # ceil(h / (ph / gh))
+    crop = (..., slice(0, vh), slice(0, vw))
+    return metrics.codebook_accuracy(
+        chosen[crop].cpu(), candidates[crop].cpu(), gt[crop].cpu(), ks=ks
+    )
+
+
+# ----------------------------------------------------------------------------- scoring
+
+
+def _tensor(pixels: np.ndarray) -> Tensor:
+    """HxWxC (C = 1 or 3) float32 [0,1] -> (1,3,H,W) float32; gray is repeated to RGB."""
+    t = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)).permute(2, 0, 1)
+    return t.expand(3, -1, -1).unsqueeze(0).contiguous() if t.shape[0] == 1 else t.unsqueeze(0)
+
+
+def _fit_hq(hq: np.ndarray, size: tuple[int, int], scale: int, name: str) -> np.ndarray:
+    """Crop HR (h, w) to the SR size ``size`` when it is at most ``scale - 1`` px larger."""
+    sh, sw = size
+    h, w = hq.shape[:2]
+    if 0 <= h - sh < scale and 0 <= w - sw < scale:
+        return hq[:sh, :sw]
+    raise UsageError(
+        f"{name}: HR is {w}x{h} but the SR image is {sw}x{sh}",
+        hint="the HR image must be the LR image's size times the model's scale",
+    )
+
+
+def score_pair(
+    model: api.LoadedModel,
+    pair: EvalPair,
+    options: EvalOptions = EvalOptions(),
+    *,
+    prior: api.LoadedModel | None = None,
+    progress: api.Progress | None = None,
+) -> ImageScore:
+    """Upscale ``pair.lq`` (engine path, with tiling), score it against ``pair.hq``."""
+    t0 = time.perf_counter()
+    lq_img = io.read_image(pair.lq, max_pixels=options.upscale.max_pixels)
+    hq_img = io.read_image(pair.hq, max_pixels=options.upscale.max_pixels)
+    sr_img, info = api.upscale_image(model, lq_img, options.upscale, progress=progress)
+    scale = max(1, round(info["scale"]))
+    hq_pixels = _fit_hq(hq_img.pixels, (sr_img.height, sr_img.width), scale, pair.name)
+    sr, hq = _tensor(sr_img.pixels), _tensor(hq_pixels)
+    crop = model.scale if options.crop_border is None else options.crop_border
+    score = ImageScore(
+        name=pair.name,
+        lq=str(pair.lq),
+        hq=str(pair.hq),
+        size=(sr_img.width, sr_img.height),
+        psnr=metrics.psnr(sr, hq, crop_border=crop, y_channel=options.y_channel),
+        ssim=metrics.ssim(sr, hq, crop_border=crop, y_channel=options.y_channel),
+    )
+    if prior is not None:
+        score.codebook = codebook_match(model, prior, _tensor(lq_img.pixels), hq, options.top_k)
+    if options.save_dir is not None:
+        dst = Path(options.save_dir) / Path(pair.name).with_suffix(".png")
+        io.write_image(dst, sr_img, format="PNG", manifest=api.manifest_for(model, info))
+        score.output = str(dst)
+    score.seconds = time.perf_counter() - t0
+    return score
+
+
+def evaluate(
+    model: api.LoadedModel,
+    plan: EvalPlan,
+    options: EvalOptions = EvalOptions(),
+    *,
+    prior: api.LoadedModel | None = None,
+    hr_prior: str | None = None,
+    on_done: Callable[[EvalPair, ImageScore | None, str | None], None] | None = None,
+    progress: api.Progress | None = None,
+) -> EvalReport:
+    """Score every pair of ``plan``; a failing pair is recorded and evaluation goes on.
+
+    ``prior`` (from :func:`load_prior`) adds the codebook accuracy; ``hr_prior`` names it in the
+    report.
+    """
+    if prior is not None:
+        _check_top_k(model, prior, options.top_k)
+    t0 = time.perf_counter()
+    crop = model.scale if options.crop_border is None else options.crop_border
+    report = EvalReport(
+        model=model.weights_id or Path(model.weights_path or "").name,
+        arch=model.arch,
+        scale=model.scale,
+        crop_border=crop,
+        y_channel=options.y_channel,
+        hr_prior=(hr_prior or prior.weights_path) if prior is not None else None,
+        top_k=tuple(sorted(set(options.top_k))),
+        missing=list(plan.missing),
+    )
+    for pair in plan.pairs:
+        try:
+            score = score_pair(model, pair, options, prior=prior, progress=progress)
+        except RealSRError as exc:
+            msg = exc.message + (f" ({exc.hint})" if exc.hint else "")
+            report.failed.append((pair.name, msg))
+            log.debug("failed: %s", pair.lq, exc_info=True)
+            if on_done:
+                on_done(pair, None, msg)
+            continue
+        report.images.append(score)
+        if on_done:
+            on_done(pair, score, None)
+    report.seconds = time.perf_counter() - t0
+    return report
