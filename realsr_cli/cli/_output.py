@@ -106,6 +106,14 @@ class ProgressView:
             self._tiles = self._p.add_task("tiles", total=total)
         self._p.update(self._tiles, completed=done, total=total)
 
+    def steps(self, done: int, total: int) -> None:
+        """Training steps (its own bar, labelled ``steps``)."""
+        if self._p is None:
+            return
+        if self._tiles is None:
+            self._tiles = self._p.add_task("steps", total=total)
+        self._p.update(self._tiles, completed=done, total=total)
+
     def bytes(self, done: int, total: int) -> None:
         self.tiles(done, total)
 

@@ -225,6 +225,13 @@ def load_weights(path: str | os.PathLike[str]) -> tuple[ArchSpec, Any, nn.Module
 
     p = Path(path)
     meta = read_metadata(p)
+    if meta.get("partial") == "true":
+        stage = meta.get("stage", "an upstream training stage")
+        raise WeightsError(
+            f"{p.name} holds only part of a {meta.get('arch', '?')} model (the output of the "
+            f"`{stage}` training stage), so it cannot upscale on its own",
+            hint="use it as the input file of the next training stage (see docs/training.md)",
+        )
     spec, config = _spec_and_config(meta, p.name)
     net = spec.build(config)
     try:

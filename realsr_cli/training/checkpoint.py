@@ -1,0 +1,273 @@
+"""Training checkpoints (exact resume) and ``export`` to registry-loadable safetensors.
+
+A checkpoint is one ``torch.save`` dict of plain types and tensors, so it loads with
+``torch.load(weights_only=True)`` (no arbitrary unpickling)::
+
+    format = "realsr-train"  format_version = 1  realsr_version  stage  step  world_size
+    config        the resolved stage config (to_dict)
+    nets          {name: state_dict}              ema          state_dict | None
+    optimizers    {name: state_dict}              scaler       state_dict | None
+    rng           [per rank: python, numpy, torch, cuda]    (see rng_state())
+    data          {"seed", "global_batch", "position"}      (the data order is a function of these)
+    stage_state   Stage.extra_state()             elapsed      seconds trained so far
+
+Files: ``RUN_DIR/checkpoints/step_0001000.pt`` (the newest ``keep`` are kept) and ``last.pt``
+(always the newest). Writes go to a temporary file renamed into place, so a crash never leaves a
+half-written checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import random
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from realsr_cli._config import from_dict
+from realsr_cli.errors import ConfigError, UsageError, WeightsError
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "ExportReport",
+    "checkpoint_dir",
+    "export_checkpoint",
+    "find_checkpoint",
+    "has_checkpoints",
+    "load_checkpoint",
+    "restore_rng_state",
+    "rng_state",
+    "save_checkpoint",
+]
+
+CHECKPOINT_FORMAT = "realsr-train"
+CHECKPOINT_VERSION = 1
+_STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
+
+
+def checkpoint_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def _step_files(run_dir: str | Path) -> list[tuple[int, Path]]:
+    folder = checkpoint_dir(run_dir)
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _STEP_FILE.match(p.name))]
+    return sorted(found)
+
+
+def has_checkpoints(run_dir: str | Path) -> bool:
+    """True when ``run_dir`` holds a checkpoint (``last.pt`` or a step file)."""
+    return (checkpoint_dir(run_dir) / "last.pt").is_file() or bool(_step_files(run_dir))
+
+
+def find_checkpoint(run_dir: str | Path) -> Path | None:
+    """The checkpoint to resume from: ``last.pt``, else the newest step file, else None."""
+    last = checkpoint_dir(run_dir) / "last.pt"
+    if last.is_file():
+        return last
+    steps = _step_files(run_dir)
+    return steps[-1][1] if steps else None
+
+
+# ----------------------------------------------------------------------------- RNG state
+
+
+def rng_state(device: torch.device | None = None) -> dict[str, Any]:
+    """This process's RNG states as tensors and plain values (``weights_only``-loadable)."""
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
+        "numpy": {
+            "name": str(name), "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached),
+        },
+        "torch": torch.get_rng_state(),
+        "cuda": None,
+    }
+    if device is not None and device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def restore_rng_state(state: Mapping[str, Any], device: torch.device | None = None) -> None:
+    """Inverse of :func:`rng_state`."""
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss"]))
+    npy = state["numpy"]
+    keys = npy["keys"].numpy().astype(np.uint32)
+    np.random.set_state((npy["name"], keys, npy["pos"], npy["has_gauss"], npy["cached"]))
+    torch.set_rng_state(state["torch"])
+    if device is not None and device.type == "cuda" and state.get("cuda") is not None:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+# ----------------------------------------------------------------------------- save / load
+
+_PLAIN = (str, int, float, bool, type(None), Tensor, torch.Size, torch.dtype)
+
+
+def check_plain(obj: Any, where: str = "checkpoint") -> None:
+    """Raise :class:`ConfigError` unless ``obj`` is made of dicts/lists/tuples, scalars and tensors
+    (what ``torch.load(weights_only=True)`` accepts); names the first offending entry."""
+    if isinstance(obj, _PLAIN):
+        return
+    if isinstance(obj, Mapping):
+        for k, v in obj.items():
+            check_plain(k, where)
+            check_plain(v, f"{where}[{k!r}]")
+        return
+    if isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            check_plain(v, f"{where}[{i}]")
+        return
+    raise ConfigError(
+        f"{where} is a {type(obj).__name__}; checkpoints hold only tensors, numbers, strings, "
+        "lists and dicts (so they load with weights_only=True)"
+    )
+
+
+def save_checkpoint(run_dir: str | Path, state: dict[str, Any], *, keep: int = 3) -> Path:
+    """Write ``state`` as ``step_XXXXXXX.pt`` and ``last.pt`` atomically; keep the newest ``keep``
+    step files. Returns the step file."""
+    folder = checkpoint_dir(run_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    step = int(state["step"])
+    dst = folder / f"step_{step:07d}.pt"
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".part", dir=folder)
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, dst)
+        # last.pt: a hard link to the same bytes where the filesystem allows, else a copy
+        try:
+            os.link(dst, tmp)
+        except OSError:
+            shutil.copyfile(dst, tmp)
+        os.replace(tmp, folder / "last.pt")
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    for old_step, path in _step_files(run_dir)[:-keep]:
+        if old_step != step:
+            path.unlink(missing_ok=True)
+    log.debug("checkpoint %s", dst)
+    return dst
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a training checkpoint on the CPU (``weights_only=True``) and check its format."""
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"checkpoint not found: {p}", hint="pass a file from RUN_DIR/checkpoints/")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
+        raise UsageError(
+            f"{p} is not a readable realsr training checkpoint ({exc})",
+            hint="use another checkpoint from RUN_DIR/checkpoints/",
+        ) from exc
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise UsageError(f"{p} is not a realsr training checkpoint")
+    if state.get("format_version") != CHECKPOINT_VERSION:
+        raise UsageError(
+            f"{p} has checkpoint format {state.get('format_version')}; this realsr reads "
+            f"{CHECKPOINT_VERSION}",
+            hint="resume with the realsr version that wrote it",
+        )
+    return state
+
+
+# ----------------------------------------------------------------------------- export
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    path: Path
+    arch: str
+    stage: str
+    step: int
+    ema: bool
+    tensors: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": str(self.path), "arch": self.arch, "stage": self.stage, "step": self.step,
+                "ema": self.ema, "tensors": self.tensors}
+
+
+def _check_partial(net: torch.nn.Module, state_dict: dict, *, what: str) -> None:
+    """A partial export: every key exists in the architecture with the same shape."""
+    expected = net.state_dict()
+    unknown = sorted(k for k in state_dict if k not in expected)
+    wrong = sorted(
+        k for k in state_dict if k in expected and expected[k].shape != state_dict[k].shape
+    )
+    if unknown or wrong or not state_dict:
+        raise WeightsError(
+            f"{what} do not fit the architecture: {len(unknown)} unknown key(s) "
+            f"{unknown[:3]}, {len(wrong)} shape mismatch(es) {wrong[:3]}",
+            hint="this is a bug in the stage's export(); please report it",
+        )
+
+
+def export_checkpoint(
+    checkpoint: str | Path,
+    output: str | Path,
+    *,
+    use_ema: bool = True,
+    stage_cls: type | None = None,
+) -> ExportReport:
+    """Write the weights of a training checkpoint as a realsr safetensors file.
+
+    The stage (from the checkpoint, or ``stage_cls``) maps its networks' state dicts to
+    ``(arch, config, state_dict)``; the result is checked to load ``strict=True`` into the
+    registry architecture before it is written with :func:`registry.loader.save_weights`, so
+    ``realsr upscale --weights OUTPUT`` can use it. EMA weights are used when the run kept them
+    and ``use_ema`` is true.
+    """
+    from realsr_cli.registry.archs import get_arch
+    from realsr_cli.registry.loader import load_state_dict_strict, save_weights
+
+    if not str(output).endswith(".safetensors"):
+        raise UsageError(f"{output}: exported weights must be a .safetensors file",
+                         hint="e.g. -o weights.safetensors")
+    ckpt = load_checkpoint(checkpoint)
+    if stage_cls is None:
+        from realsr_cli.training.run import get_stage
+
+        stage_cls = get_stage(ckpt["stage"])
+    config = from_dict(stage_cls.config_cls, ckpt["config"])
+    stage = stage_cls(config, torch.device("cpu"))
+    nets = dict(ckpt["nets"])
+    ema = use_ema and ckpt.get("ema") is not None and stage_cls.ema_net is not None
+    if ema:
+        nets[stage_cls.ema_net] = ckpt["ema"]
+    arch, arch_config, state_dict = stage.export(nets)
+    spec = get_arch(arch)
+    net = spec.build(arch_config)
+    what = f"the {arch} weights exported by {stage_cls.name}"
+    complete = getattr(stage_cls, "export_is_complete", True)
+    if complete:
+        load_state_dict_strict(net, state_dict, what=what)
+    else:
+        _check_partial(net, state_dict, what=what)
+    meta = {"stage": str(ckpt["stage"]), "step": str(ckpt["step"]), "ema": str(ema).lower(),
+            "source": "realsr train export"}
+    if not complete:
+        meta["partial"] = "true"
+    path = save_weights(output, arch=arch, config=arch_config, state_dict=state_dict, extra_metadata=meta)
+    return ExportReport(Path(path), arch, str(ckpt["stage"]), int(ckpt["step"]), ema, len(state_dict))

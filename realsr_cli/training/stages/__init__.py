@@ -1,0 +1,77 @@
+"""Training stages by CLI name: a literal table of lazy factories (STYLE §3, no registration).
+
+Each factory imports its module only when called, so listing stages costs nothing. A stage class
+follows :class:`realsr_cli.training.stage.Stage`; its ``config_cls`` is the frozen dataclass its
+TOML (``realsr_cli/configs/<stage>[-tiny].toml``) loads into.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from realsr_cli.errors import UsageError
+
+if TYPE_CHECKING:
+    from realsr_cli.training.stage import Stage
+
+__all__ = ["STAGES", "get_stage"]
+
+
+def _femasr_hrp() -> type[Stage]:
+    from realsr_cli.training.stages.femasr import FeMaSRHRPStage
+
+    return FeMaSRHRPStage
+
+
+def _femasr() -> type[Stage]:
+    from realsr_cli.training.stages.femasr import FeMaSRStage
+
+    return FeMaSRStage
+
+
+def _upsr_g() -> type[Stage]:
+    from realsr_cli.training.stages.upsr import UPSRGStage
+
+    return UPSRGStage
+
+
+def _upsr() -> type[Stage]:
+    from realsr_cli.training.stages.upsr import UPSRStage
+
+    return UPSRStage
+
+
+def _ugtsr_uncertainty() -> type[Stage]:
+    from realsr_cli.training.stages.ugtsr import UGTSRUncertaintyStage
+
+    return UGTSRUncertaintyStage
+
+
+def _ugtsr() -> type[Stage]:
+    from realsr_cli.training.stages.ugtsr import UGTSRStage
+
+    return UGTSRStage
+
+
+#: stage name -> factory returning the Stage class
+STAGES: dict[str, Callable[[], type[Stage]]] = {
+    "femasr-hrp": _femasr_hrp,
+    "femasr": _femasr,
+    "ugtsr-uncertainty": _ugtsr_uncertainty,
+    "ugtsr": _ugtsr,
+    "upsr-g": _upsr_g,
+    "upsr": _upsr,
+}
+
+
+def get_stage(name: str) -> type[Stage]:
+    """The Stage class called ``name``; :class:`UsageError` listing the known ones otherwise."""
+    try:
+        factory = STAGES[name]
+    except KeyError:
+        raise UsageError(
+            f"unknown training stage {name!r}",
+            hint=f"known stages: {', '.join(sorted(STAGES))}",
+        ) from None
+    return factory()

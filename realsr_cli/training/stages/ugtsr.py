@@ -1,0 +1,392 @@
+"""UGTSR training stages ("Incorporating Uncertainty-Guided and Top-k Codebook Matching for
+Real-World Blind Image Super-Resolution"; spec ``shared/specs/ugtsr.md``). No official code exists.
+
+UGTSR is FeMaSR on FeMaSR's frozen high-resolution prior (HRP: codebook + decoder, the export of a
+``femasr-hrp`` run), trained in two stages (Sec. III-A, III-D, IV-C). Both stages are the
+``femasr`` stage (:class:`~realsr_cli.training.stages.femasr.FeMaSRStage`) with a
+:class:`~realsr_cli.models.ugtsr.UGTSRNet` as generator and one more loss term
+(:meth:`FeMaSRStage.extra_terms`), so everything else is FeMaSR's, unchanged: the HRP is loaded
+from ``inputs.hrp_weights`` into the network's prior (:data:`PRIOR_PREFIXES`) and frozen, z_gt is
+the HRP's quantized encoding of the HR patch, and the generator loss is
+
+    fema (beta ||z_lq - z_gt||^2 + alpha ||Gram(z_lq) - Gram(z_gt)||^2)     Eq. 13 (FeMaSR Eq. 9)
+    + l1 |sr - hq| + perceptual (VGG-19) + adversarial (hinge, U-Net D)      Eq. 10-12
+    + the uncertainty term of the stage,
+
+followed by the hinge discriminator step; ``match_acc`` is logged as in ``femasr``.
+
+* ``ugtsr-uncertainty`` (:class:`UGTSRUncertaintyStage`, stage I, Eq. 2/14): the network
+  :meth:`UGTSRConfig.stage1` — FeMaSR plus the uncertainty head (s = log theta, one map per colour
+  channel, :data:`~realsr_cli.models.ugtsr.UNCERTAINTY_CHANNELS`), no top-k, no Align-Attention.
+  Uncertainty term ``esu * ESU(sr, hq, s)``, ESU = mean(exp(-s) |hq - sr| + 2 s). ESU already holds
+  the (uncertainty-weighted) pixel term, so the plain L1 weight defaults to 0 here (UDL's stage I is
+  ESU alone); fema, perceptual and adversarial stay as in stage II (spec §1).
+  The LR encoder may start from a FeMaSR SR export (``inputs.init_weights``).
+* ``ugtsr`` (:class:`UGTSRStage`, stage II, Eq. 3/15): the network :meth:`UGTSRConfig.stage2` —
+  top-k fusion matching (``top_k``, paper 3) and Align-Attention, no uncertainty head. The stage-I
+  network (``inputs.uncertainty_weights``) is frozen in eval mode and only gives
+  ``theta = exp(s)`` of the LR patch, detached; uncertainty term ``ud * UD(sr, hq, s)``,
+  UD = mean(g(theta) |hq - sr|), g(theta) = theta - min(theta) per image (UDL). Its LR encoder
+  (``multiscale_encoder.*``, ``before_quant_group.*``) initialises the stage-II encoder.
+
+Paper training (Sec. IV-A, IV-C), the config defaults: Adam (0.9, 0.99), fixed lr 1e-4 for G and D,
+batch 32, HR patches 256x256, BSRGAN degradations; loss weights as FeMaSR's: L1 = perceptual =
+Gram (alpha) = 1, beta = 0.25, adversarial = 0.1, uncertainty terms 1. The paper names VGG-19 for
+the perceptual loss but no layers: we take the last ReLU of each of VGG-19's five blocks (the taps
+LPIPS uses on VGG-16, the ``femasr`` default) with FeMaSR's squared error. Stage-config TOMLs live
+in ``realsr_cli/configs/ugtsr*.toml``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from realsr_cli.errors import ConfigError, UsageError, WeightsError
+from realsr_cli.models.femasr import FeMaSRConfig, FeMaSRNet
+from realsr_cli.models.ugtsr import (
+    PRIOR_PREFIXES,
+    UGTSR_PREFIXES,
+    UGTSRConfig,
+    UGTSRNet,
+    UGTSROutput,
+)
+from realsr_cli.training.config import DataConfig
+from realsr_cli.training.losses import esu_loss, ud_loss
+from realsr_cli.training.stage import Export
+from realsr_cli.training.stages._common import HRPInputsConfig, copy_prior, freeze
+from realsr_cli.training.stages.femasr import (
+    FeMaSRLossConfig,
+    FeMaSRStage,
+    FeMaSRStageConfig,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "UGTSR_VGG19_LAYERS",
+    "UGTSRInputsConfig",
+    "UGTSRLossConfig",
+    "UGTSRStage",
+    "UGTSRStageConfig",
+    "UGTSRUncertaintyInputsConfig",
+    "UGTSRUncertaintyLossConfig",
+    "UGTSRUncertaintyStage",
+    "UGTSRUncertaintyStageConfig",
+    "init_encoder",
+    "load_uncertainty_net",
+]
+
+ARCH = "ugtsr"
+
+#: VGG-19 taps of the perceptual loss: the last ReLU of each block (the paper names no layers)
+UGTSR_VGG19_LAYERS: dict[str, float] = {
+    "relu1_2": 1.0,
+    "relu2_2": 1.0,
+    "relu3_4": 1.0,
+    "relu4_4": 1.0,
+    "relu5_4": 1.0,
+}
+
+#: Sec. IV-A/IV-C: batch 32, 256x256 HR patches, BSRGAN degradations (x4; x2 via the TOML)
+_PAPER_DATA = DataConfig(scale=4, patch_size=256, batch_size=32, pipeline="bsrgan")
+
+_STAGE1_HINT = (
+    "train one (`realsr train ugtsr-uncertainty --data HR_DIR --out runs/ugtsr-u`, then "
+    "`realsr train export runs/ugtsr-u -o ugtsr-uncertainty.safetensors`) and set "
+    'inputs.uncertainty_weights = "ugtsr-uncertainty.safetensors" (or --set '
+    "inputs.uncertainty_weights=PATH); inputs.allow_random_uncertainty = true is for smoke tests only"
+)
+
+
+# --------------------------------------------------------------------------------------- configs
+@dataclass(frozen=True)
+class _UGTSRLossDefaults(FeMaSRLossConfig):
+    """FeMaSR's stage-II loss section with UGTSR's perceptual network (Eq. 11: VGG-19)."""
+
+    perceptual_arch: Literal["vgg16", "vgg19"] = "vgg19"
+    perceptual_layers: dict[str, float] = field(default_factory=lambda: dict(UGTSR_VGG19_LAYERS))
+
+
+@dataclass(frozen=True)
+class UGTSRUncertaintyLossConfig(_UGTSRLossDefaults):
+    """Stage-I losses (Eq. 14); adds to :class:`FeMaSRLossConfig` (fema, beta, alpha, l1, ...):
+
+    Fields:
+        esu: weight of ESU (Eq. 2), the term that trains the uncertainty head; must be > 0.
+        l1: plain L1 weight, 0 by default (ESU is the stage's pixel loss).
+    """
+
+    l1: float = 0.0
+    esu: float = 1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.esu <= 0:
+            raise ConfigError(
+                f"loss.esu must be positive (it trains the uncertainty head), got {self.esu}"
+            )
+
+
+@dataclass(frozen=True)
+class UGTSRLossConfig(_UGTSRLossDefaults):
+    """Stage-II losses (Eq. 15); adds to :class:`FeMaSRLossConfig` (fema, beta, alpha, l1, ...):
+
+    Fields:
+        ud: weight of the uncertainty-driven loss UD (Eq. 3); 0 = plain FeMaSR losses.
+    """
+
+    ud: float = 1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.ud < 0:
+            raise ConfigError(f"loss.ud must be >= 0, got {self.ud}")
+
+
+@dataclass(frozen=True)
+class UGTSRUncertaintyInputsConfig(HRPInputsConfig):
+    """Stage-I inputs: the frozen HRP (``hrp_weights``, required unless ``allow_random_hrp``), and
+
+    Fields:
+        init_weights: optional realsr safetensors of a FeMaSR SR network (a ``femasr`` export or
+            FeMaSR's converted release, ``lq_stage = true``) or of a UGTSR network; its LR encoder
+            (``multiscale_encoder.*``, ``before_quant_group.*``) initialises this one's. The
+            prior always comes from ``hrp_weights``; other keys are ignored.
+    """
+
+    init_weights: str = ""
+
+
+@dataclass(frozen=True)
+class UGTSRInputsConfig(HRPInputsConfig):
+    """Stage-II inputs: the frozen HRP (``hrp_weights``, required unless ``allow_random_hrp``), and
+
+    Fields:
+        uncertainty_weights: the export of a ``ugtsr-uncertainty`` run (arch ``ugtsr`` with the
+            uncertainty head). Frozen; gives theta = exp(s) and the initial LR encoder.
+            Required unless ``allow_random_uncertainty``.
+        allow_random_uncertainty: use a randomly initialised stage-I network instead (tests and
+            smoke runs only); a set ``uncertainty_weights`` always wins.
+    """
+
+    uncertainty_weights: str = ""
+    allow_random_uncertainty: bool = False
+
+    def require(self, stage: str) -> None:
+        """Raise :class:`ConfigError` when the HRP or the stage-I network is not configured."""
+        super().require(stage)
+        if self.uncertainty_weights or self.allow_random_uncertainty:
+            return
+        raise ConfigError(
+            f"{stage}: inputs.uncertainty_weights is not set; this stage needs the frozen "
+            "uncertainty estimator of UGTSR stage I (the `ugtsr-uncertainty` stage)",
+            hint=_STAGE1_HINT,
+        )
+
+
+@dataclass(frozen=True)
+class _UGTSRStageConfigBase(FeMaSRStageConfig):
+    """FeMaSR's stage-II config (``model`` is the underlying FeMaSR network, lq_stage on) with the
+    paper's data settings; :attr:`net_config` is the UGTSR network a stage trains and exports."""
+
+    data: DataConfig = _PAPER_DATA
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _ = self.net_config  # the UGTSR additions must fit the model (align heads ...)
+
+    @property
+    def net_config(self) -> UGTSRConfig:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class UGTSRUncertaintyStageConfig(_UGTSRStageConfigBase):
+    """``ugtsr-uncertainty``: FeMaSR + uncertainty head on a frozen HRP (``inputs.hrp_weights``)."""
+
+    inputs: UGTSRUncertaintyInputsConfig = UGTSRUncertaintyInputsConfig()
+    loss: UGTSRUncertaintyLossConfig = UGTSRUncertaintyLossConfig()
+
+    @property
+    def net_config(self) -> UGTSRConfig:
+        """:meth:`UGTSRConfig.stage1` of ``model``: uncertainty head, top_k 1, no Align-Attention."""
+        return UGTSRConfig.stage1(self.model)
+
+
+@dataclass(frozen=True)
+class UGTSRStageConfig(_UGTSRStageConfigBase):
+    """``ugtsr``: the UGTSR SR network on a frozen HRP and a frozen stage-I network.
+
+    Fields (besides FeMaSR's sections):
+        top_k: candidate codes fused per position (Sec. III-B; paper 3, 1 = FeMaSR's matching).
+            The fusion and Align-Attention sizes are :class:`UGTSRConfig`'s defaults.
+    """
+
+    inputs: UGTSRInputsConfig = UGTSRInputsConfig()
+    loss: UGTSRLossConfig = UGTSRLossConfig()
+    top_k: int = 3
+
+    @property
+    def net_config(self) -> UGTSRConfig:
+        """:meth:`UGTSRConfig.stage2` of ``model`` and ``top_k``: no uncertainty head."""
+        return UGTSRConfig.stage2(self.model, top_k=self.top_k)
+
+
+# ------------------------------------------------------------------------------------- helpers
+def init_encoder(net: UGTSRNet, state: Mapping[str, Tensor], *, where: str) -> list[str]:
+    """Copy ``net``'s LR encoder from ``state`` (another FeMaSR/UGTSR network's state dict).
+
+    The encoder is every key of ``net`` outside the prior (:data:`PRIOR_PREFIXES`) and UGTSR's
+    additions (:data:`UGTSR_PREFIXES`): ``multiscale_encoder.*`` and ``before_quant_group.*``. All
+    of them must be in ``state`` with the same shapes (else :class:`WeightsError`); every other key
+    of ``state`` is ignored (``strict=False``). Returns the copied keys.
+    """
+    own = net.state_dict()
+    keys = [k for k in own if not k.startswith(PRIOR_PREFIXES + UGTSR_PREFIXES)]
+    missing = [k for k in keys if k not in state]
+    mis_shaped = [k for k in keys if k in state and state[k].shape != own[k].shape]
+    if missing or mis_shaped:
+        raise WeightsError(
+            f"{where}: its LR encoder does not fit the model "
+            f"(missing {missing[:3]}, mis-shaped {mis_shaped[:3]})",
+            hint=f"set the [model] section to the network in {where}",
+        )
+    net.load_state_dict({k: state[k] for k in keys}, strict=False)
+    log.info("initialised %d LR-encoder tensors from %s", len(keys), where)
+    return keys
+
+
+def load_uncertainty_net(
+    path: str | Path, device: torch.device, *, model: FeMaSRConfig
+) -> UGTSRNet:
+    """Load a stage-I network (a ``ugtsr-uncertainty`` export: arch ``ugtsr`` with the uncertainty
+    head) strictly from ``path``, frozen, in eval mode, on ``device``; its SR factor must be
+    ``model``'s (theta must cover the SR image)."""
+    from realsr_cli.registry.loader import load_weights
+
+    spec, config, net = load_weights(path)
+    name = Path(path).name
+    if spec.name != ARCH or not config.uncertainty:
+        raise WeightsError(
+            f"{name} holds a {spec.name!r} network without an uncertainty head; the stage-I "
+            "UGTSR network is needed",
+            hint=_STAGE1_HINT,
+        )
+    if config.scale != model.scale:
+        raise ConfigError(
+            f"{name} is an x{config.scale} uncertainty estimator, the model is x{model.scale}",
+            hint="train stage I at the same scale as stage II",
+        )
+    return freeze(net.to(device))
+
+
+def _same_prior(a: FeMaSRNet, b: FeMaSRNet) -> bool:
+    theirs = b.state_dict()
+    return all(
+        torch.equal(v, theirs[k]) for k, v in a.state_dict().items() if k.startswith(PRIOR_PREFIXES)
+    )
+
+
+# --------------------------------------------------------------------------------------- stages
+class _UGTSRStage(FeMaSRStage):
+    """The ``femasr`` stage training ``UGTSRNet(config.net_config)``, exported as arch ``ugtsr``."""
+
+    def build_generator(self) -> UGTSRNet:
+        return UGTSRNet(self.config.net_config)
+
+    def export(self, state: dict[str, dict[str, Tensor]]) -> Export:
+        """FeMaSR's export (the exact frozen prior once inputs are loaded) as a ``ugtsr`` model."""
+        return Export(ARCH, self.config.net_config, super().export(state).state_dict)
+
+
+class UGTSRUncertaintyStage(_UGTSRStage):
+    """Stage I: estimate the uncertainty map (UGTSR Sec. III-A, Eq. 2 and 14).
+
+    Nets: ``g`` (``UGTSRNet``, :meth:`UGTSRConfig.stage1`; prior copied from the HRP and frozen,
+    the LR encoder and the uncertainty head train), ``d`` (when ``loss.adversarial > 0``).
+    Generator loss: FeMaSR's terms (``femasr``) + ``esu * ESU(sr, hq, s)``.
+    Export: arch ``ugtsr`` with the stage-I config (uncertainty head included).
+    """
+
+    name = "ugtsr-uncertainty"
+    summary = "UGTSR stage I: FeMaSR + uncertainty head trained with ESU on a frozen HR prior"
+    config_cls = UGTSRUncertaintyStageConfig
+
+    def load_inputs(self) -> None:
+        super().load_inputs()
+        path = self.config.inputs.init_weights
+        if not path:
+            return
+        from realsr_cli.registry.loader import load_weights
+
+        spec, config, net = load_weights(path)
+        femasr = getattr(config, "femasr", config)
+        if spec.name not in ("femasr", ARCH) or not femasr.lq_stage:
+            raise WeightsError(
+                f"{Path(path).name} is not a FeMaSR/UGTSR SR network (arch {spec.name!r})",
+                hint="inputs.init_weights takes a `femasr` export; the HRP goes in hrp_weights",
+            )
+        init_encoder(self.net("g"), net.state_dict(), where=Path(path).name)
+
+    def extra_terms(self, batch: dict[str, Tensor], out: UGTSROutput) -> dict[str, Tensor]:
+        s = out.log_uncertainty
+        esu = esu_loss(out.image.float(), batch["hq"].float(), s.float())
+        return {"esu": self.config.loss.esu * esu}
+
+
+class UGTSRStage(_UGTSRStage):
+    """Stage II: SR with top-k matching and Align-Attention, uncertainty-driven (Eq. 3 and 15).
+
+    Nets: ``g`` (``UGTSRNet``, :meth:`UGTSRConfig.stage2`; prior copied from the HRP and frozen;
+    LR encoder initialised from the stage-I network; encoder, fusion and Align-Attention train),
+    ``d`` (when ``loss.adversarial > 0``). Frozen: the HRP, the VGG and ``self.uncertainty`` (the
+    stage-I network, eval mode), which maps the LR patch to s; theta = exp(s) is detached.
+    Generator loss: FeMaSR's terms (``femasr``) + ``ud * UD(sr, hq, s)``.
+    Export: arch ``ugtsr`` stage-II model (EMA weights when on), no uncertainty head.
+    """
+
+    name = "ugtsr"
+    summary = "UGTSR stage II: top-k matching + Align-Attention, uncertainty-driven loss"
+    config_cls = UGTSRStageConfig
+
+    def __init__(self, config: UGTSRStageConfig, device: torch.device) -> None:
+        super().__init__(config, device)
+        self.uncertainty: UGTSRNet | None = None
+
+    def load_inputs(self) -> None:
+        super().load_inputs()
+        path, model = self.config.inputs.uncertainty_weights, self.config.model
+        if path:
+            net = load_uncertainty_net(path, self.device, model=model)
+            if not _same_prior(net, self._prior()):
+                log.warning(
+                    "%s was trained on another prior than inputs.hrp_weights", Path(path).name
+                )
+            init_encoder(self.net("g"), net.state_dict(), where=Path(path).name)
+        else:
+            log.warning(
+                "using a RANDOM uncertainty estimator (inputs.allow_random_uncertainty = true)"
+            )
+            net = freeze(UGTSRNet(UGTSRConfig.stage1(model)).to(self.device))
+            copy_prior(self._prior(), net)
+        self.uncertainty = net
+
+    def frozen(self) -> Iterator[nn.Module]:
+        extra = [] if self.uncertainty is None else [self.uncertainty]
+        return itertools.chain(super().frozen(), extra)
+
+    def extra_terms(self, batch: dict[str, Tensor], out: UGTSROutput) -> dict[str, Tensor]:
+        if self.uncertainty is None:
+            raise UsageError("ugtsr: load_inputs() must run before training (no stage-I network)")
+        with torch.no_grad():
+            s = self.uncertainty(batch["lq"]).log_uncertainty
+        ud = ud_loss(out.image.float(), batch["hq"].float(), s.float())
+        return {"ud": self.config.loss.ud * ud}

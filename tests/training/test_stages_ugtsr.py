@@ -1,0 +1,297 @@
+"""UGTSR training stages (``ugtsr-uncertainty``, ``ugtsr``) on tiny configs, CPU, seconds each."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import realsr_cli
+from realsr_cli._config import apply_overrides, from_dict, load_toml
+from realsr_cli.errors import ConfigError, WeightsError
+from realsr_cli.models.femasr import FeMaSRNet
+from realsr_cli.models.ugtsr import PRIOR_PREFIXES, UGTSRNet
+from realsr_cli.registry.loader import load_weights, save_weights
+from realsr_cli.training.losses import ud_loss
+from realsr_cli.training.stages._common import hrp_config_for
+from realsr_cli.training.stages.ugtsr import (
+    UGTSRStage,
+    UGTSRStageConfig,
+    UGTSRUncertaintyStage,
+    UGTSRUncertaintyStageConfig,
+)
+from tests.training.test_stages_femasr import (
+    CONFIGS,
+    CPU,
+    batches,
+    mean,
+    prior_state,
+    roundtrip,
+    smooth_images,
+    train,
+)
+
+STEPS = 40
+STAGES = {"ugtsr-uncertainty": UGTSRUncertaintyStage, "ugtsr": UGTSRStage}
+#: the LR-encoder keys stage II takes from stage I
+ENCODER_PREFIXES = ("multiscale_encoder.", "before_quant_group.")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny nets gain nothing from threads on shared CI cores
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny(stage: str, *overrides: str):
+    cfg = from_dict(STAGES[stage].config_cls, load_toml(str(CONFIGS / f"{stage}-tiny.toml")))
+    return apply_overrides(cfg, list(overrides))
+
+
+def clone_state(net: torch.nn.Module, prefixes: tuple[str, ...] = ("",)) -> dict:
+    return {k: v.clone() for k, v in net.state_dict().items() if k.startswith(prefixes)}
+
+
+def assert_equal_states(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key, value in a.items():
+        assert torch.equal(value, b[key]), key
+
+
+def save(net: torch.nn.Module, arch: str, path: Path) -> Path:
+    save_weights(path, arch=arch, config=net.config, state_dict=net.state_dict())
+    return path
+
+
+@pytest.fixture(scope="module")
+def hrp_path(tmp_path_factory):
+    """A (random) tiny FeMaSR HRP saved as a `femasr-hrp` export would be."""
+    torch.manual_seed(1)
+    hrp = FeMaSRNet(hrp_config_for(tiny("ugtsr").model))
+    return save(hrp, "femasr", tmp_path_factory.mktemp("hrp") / "hrp.safetensors")
+
+
+@pytest.fixture(scope="module")
+def stage1_run(hrp_path, tmp_path_factory):
+    """Stage I trained for STEPS steps on the HRP file, and its export saved."""
+    torch.manual_seed(0)
+    cfg = tiny(
+        "ugtsr-uncertainty", f"inputs.hrp_weights='{hrp_path}'", "inputs.allow_random_hrp=false"
+    )
+    stage = UGTSRUncertaintyStage(cfg, CPU)
+    stage.load_inputs()
+    head = clone_state(stage.net("g"), ("uncertainty_head.", *ENCODER_PREFIXES))
+    logs = train(stage, STEPS)
+    export = stage.export({name: stage.net(name).state_dict() for name in stage.nets})
+    path = tmp_path_factory.mktemp("stage1") / "ugtsr-uncertainty.safetensors"
+    return stage, logs, head, export, path, roundtrip(export, path)
+
+
+@pytest.fixture(scope="module")
+def stage2_run(hrp_path, stage1_run, tmp_path_factory):
+    """Stage II on the HRP and the stage-I export: state before, logs, state after, export."""
+    stage1_path = stage1_run[4]
+    torch.manual_seed(0)
+    cfg = tiny(
+        "ugtsr",
+        f"inputs.hrp_weights='{hrp_path}'",
+        f"inputs.uncertainty_weights='{stage1_path}'",
+        "inputs.allow_random_hrp=false",
+        "inputs.allow_random_uncertainty=false",
+    )
+    stage = UGTSRStage(cfg, CPU)
+    stage.load_inputs()
+    before = {"g": clone_state(stage.net("g")), "u": clone_state(stage.uncertainty)}
+    logs = train(stage, STEPS)
+    export = stage.export({"g": stage.net("g").state_dict()})
+    path = tmp_path_factory.mktemp("stage2") / "ugtsr-x4.safetensors"
+    return stage, before, logs, export, path, roundtrip(export, path)
+
+
+def assert_drops(logs, key: str, factor: float = 0.85) -> None:
+    first, last = mean(logs, key, slice(0, 5)), mean(logs, key, slice(-5, None))
+    print(f"{key}: {first:.4f} -> {last:.4f} (mean of the first / last 5 steps)")
+    assert last < factor * first, (key, first, last)
+
+
+def assert_upscales(path: Path, stage) -> None:
+    """``realsr_cli.load_model(path)`` (what `realsr upscale --weights` runs) on a 13x17 image."""
+    model = realsr_cli.load_model(str(path))
+    assert model.arch == "ugtsr" and model.scale == 4
+    lq = torch.rand(1, 3, 13, 17)
+    sr = model(lq)
+    assert sr.shape == (1, 3, 52, 68) and torch.isfinite(sr).all()
+    torch.testing.assert_close(sr, stage.predict(lq))
+
+
+# -------------------------------------------------------------------------------------- configs
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("ugtsr*.toml")), ids=lambda p: p.name)
+def test_shipped_configs_load(path):
+    cls = STAGES[path.stem.removesuffix("-tiny")].config_cls
+    data = load_toml(str(path))
+    cfg = from_dict(cls, data)
+    assert cfg.model.scale == cfg.data.scale == cfg.net_config.scale
+    if not path.stem.endswith("-tiny"):
+        assert cfg == cls()  # the full TOML spells out the paper defaults
+    with pytest.raises(ConfigError, match="bogus"):
+        from_dict(cls, {**data, "loss": {**data["loss"], "bogus": 1}})
+
+
+def test_defaults_are_the_paper_values():
+    s1, s2 = UGTSRUncertaintyStageConfig(), UGTSRStageConfig()
+    for cfg in (s1, s2):
+        assert (cfg.optim.lr, cfg.optim.lr_d, cfg.optim.betas) == (1e-4, 0.0, (0.9, 0.99))
+        assert (cfg.data.batch_size, cfg.data.patch_size, cfg.data.pipeline) == (32, 256, "bsrgan")
+        assert cfg.schedule.kind == "constant"
+        loss = cfg.loss
+        assert (loss.fema, loss.beta, loss.alpha, loss.perceptual) == (1.0, 0.25, 1.0, 1.0)
+        assert (loss.adversarial, loss.perceptual_arch) == (0.1, "vgg19")
+    assert (s1.loss.esu, s1.loss.l1, s2.loss.ud, s2.loss.l1) == (1.0, 0.0, 1.0, 1.0)
+    n1, n2 = s1.net_config, s2.net_config
+    assert (n1.uncertainty, n1.top_k, n1.align_attention) == (True, 1, False)
+    assert (n2.uncertainty, n2.top_k, n2.align_attention) == (False, 3, True)
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError, match="esu"):
+        tiny("ugtsr-uncertainty", "loss.esu=0")
+    with pytest.raises(ConfigError, match="top_k"):
+        tiny("ugtsr", "top_k=64")  # the tiny codebook has 32 codes
+    with pytest.raises(ConfigError, match="data.scale"):
+        tiny("ugtsr", "data.scale=2")
+
+
+# --------------------------------------------------------------------------------------- stage I
+def test_stage1_trains_head_and_encoder_on_a_frozen_prior(stage1_run, hrp_path):
+    stage, logs, head, *_ = stage1_run
+    net = stage.net("g")
+    assert isinstance(net, UGTSRNet) and set(stage.nets) == {"g", "d"}
+    assert {"esu", "fema", "perceptual", "g_adv", "total", "match_acc", "d_loss"} <= set(logs[0])
+    assert all(torch.isfinite(torch.tensor(list(row.values()))).all() for row in logs)
+    assert_drops(logs, "esu")
+    assert_drops(logs, "total")
+    hrp = load_weights(hrp_path)[2]
+    assert_equal_states(prior_state(net), prior_state(hrp))  # HRP copied, never trained
+    after = clone_state(net, ("uncertainty_head.", *ENCODER_PREFIXES))
+    for prefix in ("uncertainty_head.", *ENCODER_PREFIXES):  # head and encoder both trained
+        assert not all(torch.equal(v, after[k]) for k, v in head.items() if k.startswith(prefix))
+    with torch.no_grad():
+        out = net(next(batches(smooth_images(4, 64, seed=0), 4, 1, 2))["lq"])
+    assert out.log_uncertainty.shape == out.image.shape  # one map per colour channel
+
+
+def test_stage1_export_keeps_the_uncertainty_head(stage1_run):
+    stage, _, _, export, path, (spec, config, loaded) = stage1_run
+    assert export.arch == spec.name == "ugtsr"
+    assert config == stage.config.net_config and config.uncertainty
+    assert any(k.startswith("uncertainty_head.") for k in export.state_dict)
+    assert set(export.state_dict) == set(UGTSRNet(config).state_dict())
+    sr, s = loaded.upscale_with_uncertainty(torch.rand(1, 3, 13, 17))
+    assert sr.shape == s.shape == (1, 3, 52, 68)
+    assert_upscales(path, stage)
+
+
+def test_stage1_encoder_starts_from_a_femasr_export(hrp_path, tmp_path):
+    torch.manual_seed(2)
+    cfg = tiny("ugtsr-uncertainty", f"inputs.hrp_weights='{hrp_path}'")
+    femasr = FeMaSRNet(cfg.model)
+    src = save(femasr, "femasr", tmp_path / "femasr.safetensors")
+    stage = UGTSRUncertaintyStage(apply_overrides(cfg, [f"inputs.init_weights='{src}'"]), CPU)
+    stage.load_inputs()
+    net = stage.net("g")
+    assert_equal_states(clone_state(net, ENCODER_PREFIXES), clone_state(femasr, ENCODER_PREFIXES))
+    assert not torch.equal(  # the prior is the HRP's, not the FeMaSR file's
+        net.quantizer.embedding.weight, femasr.quantizer.embedding.weight
+    )
+    bad = UGTSRUncertaintyStage(apply_overrides(cfg, [f"inputs.init_weights='{hrp_path}'"]), CPU)
+    with pytest.raises(WeightsError, match="not a FeMaSR/UGTSR SR network"):
+        bad.load_inputs()
+
+
+# -------------------------------------------------------------------------------------- stage II
+def test_stage2_starts_from_stage1_and_trains(stage2_run, stage1_run, hrp_path):
+    stage, before, logs, *_ = stage2_run
+    stage1_state = stage1_run[3].state_dict
+    net = stage.net("g")
+    assert isinstance(net, UGTSRNet) and net.fusion is not None and net.align is not None
+    assert net.uncertainty_head is None
+    # encoder initialised from stage I (those keys only: strict=False over the rest)
+    encoder = clone_state(net, ENCODER_PREFIXES)
+    assert_equal_states(
+        {k: before["g"][k] for k in encoder},
+        {k: v for k, v in stage1_state.items() if k.startswith(ENCODER_PREFIXES)},
+    )
+    trainable = {id(p) for p in stage.param_groups()["g"]}
+    for name, p in net.named_parameters():
+        assert (id(p) in trainable) == (not name.startswith(PRIOR_PREFIXES)), name
+    assert not any(id(p) in trainable for p in stage.uncertainty.parameters())
+    assert {"ud", "l1", "fema", "perceptual", "g_adv", "total", "match_acc"} <= set(logs[0])
+    assert_drops(logs, "l1")
+    assert_drops(logs, "total")
+    # frozen: the HRP prior and the whole stage-I network, bit for bit; the encoder moved
+    assert_equal_states(prior_state(net), prior_state(load_weights(hrp_path)[2]))
+    assert_equal_states(prior_state(net), {k: before["g"][k] for k in prior_state(net)})
+    assert_equal_states(clone_state(stage.uncertainty), before["u"])
+    assert_equal_states(before["u"], stage1_state)
+    assert not stage.uncertainty.training
+    assert not all(torch.equal(v, before["g"][k]) for k, v in encoder.items())
+
+
+def test_stage2_export_is_an_upscaling_model(stage2_run):
+    stage, before, _, export, path, (spec, config, loaded) = stage2_run
+    assert export.arch == spec.name == "ugtsr"
+    assert config == stage.config.net_config and config.top_k == 3 and not config.uncertainty
+    assert not any(k.startswith("uncertainty_head.") for k in export.state_dict)
+    assert set(export.state_dict) == set(UGTSRNet(config).state_dict())
+    assert_equal_states(prior_state(loaded), {k: before["g"][k] for k in prior_state(loaded)})
+    assert_upscales(path, stage)
+
+
+def test_ud_is_weighted_by_the_frozen_stage1_network(stage1_run, hrp_path):
+    stage1_path, stage1 = stage1_run[4], stage1_run[5][2]
+    cfg = tiny(
+        "ugtsr",
+        f"inputs.hrp_weights='{hrp_path}'",
+        f"inputs.uncertainty_weights='{stage1_path}'",
+        "loss.adversarial=0",
+    )
+    torch.manual_seed(0)
+    stage = UGTSRStage(cfg, CPU)
+    stage.load_inputs()
+    batch = next(batches(smooth_images(4, 64, seed=3), 4, 1, 2))
+    with torch.no_grad():
+        out = stage.net("g")(batch["lq"])
+        ud = stage.extra_terms(batch, out)["ud"]
+        s = stage1.eval()(batch["lq"]).log_uncertainty
+        torch.testing.assert_close(ud, ud_loss(out.image, batch["hq"], s))
+        stage.uncertainty.uncertainty_head[2].bias.add_(torch.tensor([0.0, 1.0, 2.0]))
+        changed = stage.extra_terms(batch, out)["ud"]
+    assert not torch.allclose(ud, changed)
+
+
+# ---------------------------------------------------------------------------- missing inputs
+def test_stage2_without_stage1_weights_names_the_stage_to_run(hrp_path):
+    cfg = tiny("ugtsr", f"inputs.hrp_weights='{hrp_path}'", "inputs.allow_random_uncertainty=false")
+    with pytest.raises(ConfigError) as err:
+        UGTSRStage(cfg, CPU)
+    assert "uncertainty_weights" in str(err.value) and "ugtsr-uncertainty" in err.value.hint
+
+
+@pytest.mark.parametrize("stage", ["ugtsr-uncertainty", "ugtsr"])
+def test_missing_hrp_names_femasr_hrp(stage):
+    with pytest.raises(ConfigError) as err:
+        STAGES[stage](tiny(stage, "inputs.allow_random_hrp=false"), CPU)
+    assert "hrp_weights" in str(err.value) and "femasr-hrp" in err.value.hint
+
+
+def test_stage2_refuses_a_file_that_is_not_a_stage1_export(hrp_path):
+    cfg = tiny(
+        "ugtsr", f"inputs.hrp_weights='{hrp_path}'", f"inputs.uncertainty_weights='{hrp_path}'"
+    )
+    stage = UGTSRStage(cfg, CPU)
+    with pytest.raises(WeightsError, match="uncertainty head") as err:
+        stage.load_inputs()
+    assert "ugtsr-uncertainty" in err.value.hint
