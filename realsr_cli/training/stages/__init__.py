@@ -54,6 +54,30 @@ def _ugtsr() -> type[Stage]:
     return UGTSRStage
 
 
+def _realsrt_vqgan() -> type[Stage]:
+    from realsr_cli.training.stages.realsrt import RealSRTVQGANStage
+
+    return RealSRTVQGANStage
+
+
+def _realsrt_generator() -> type[Stage]:
+    from realsr_cli.training.stages.realsrt import RealSRTGeneratorStage
+
+    return RealSRTGeneratorStage
+
+
+def _realsrt_critic() -> type[Stage]:
+    from realsr_cli.training.stages.realsrt import RealSRTCriticStage
+
+    return RealSRTCriticStage
+
+
+def _realsrt_ccm() -> type[Stage]:
+    from realsr_cli.training.stages.realsrt import RealSRTCCMStage
+
+    return RealSRTCCMStage
+
+
 #: stage name -> factory returning the Stage class
 STAGES: dict[str, Callable[[], type[Stage]]] = {
     "femasr-hrp": _femasr_hrp,
@@ -62,6 +86,10 @@ STAGES: dict[str, Callable[[], type[Stage]]] = {
     "ugtsr": _ugtsr,
     "upsr-g": _upsr_g,
     "upsr": _upsr,
+    "realsrt-vqgan": _realsrt_vqgan,
+    "realsrt-generator": _realsrt_generator,
+    "realsrt-critic": _realsrt_critic,
+    "realsrt-ccm": _realsrt_ccm,
 }
 
 
