@@ -155,12 +155,34 @@ def _upsr() -> ArchSpec:
     )
 
 
+def _ssr() -> ArchSpec:
+    from realsr_cli.models import ssr
+
+    return ArchSpec(
+        name="ssr",
+        title="SSR",
+        paper="Lin et al., Adaptive Multi-modal Fusion of Spatially Variant Kernel Refinement with "
+        "Diffusion Model for Blind Image Super-Resolution (SSR), 2024",
+        config_cls=ssr.SSRConfig,
+        build=ssr.SSRNet,
+        infer_config=ssr.config_from_state_dict,
+        convert_official=ssr.convert_official_state_dict,  # none exists: raises WeightsError
+        scale_of=lambda cfg: cfg.scale,
+        tile_multiple=8,  # the default UNet pads LR sides to multiples of 8 (3 downsamplings)
+        default_tile=128,
+        default_overlap=16,
+        half_ok=False,  # not yet validated in half precision
+        stochastic=True,
+    )
+
+
 # Literal table of architecture name -> factory (imports stay lazy so `realsr models list` is fast).
 ARCHITECTURES: dict[str, Callable[[], ArchSpec]] = {
     "femasr": _femasr,
     "ugtsr": _ugtsr,
     "realsrt": _realsrt,
     "upsr": _upsr,
+    "ssr": _ssr,
 }
 
 

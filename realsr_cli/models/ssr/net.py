@@ -1,0 +1,301 @@
+"""SSRNet: SVKR (depth + spatially variant kernels) -> modality encoders -> AMF-conditioned DDIM.
+
+SSR (Adaptive Multi-modal Fusion of Spatially Variant Kernel Refinement with Diffusion Model for
+Blind Image Super-Resolution, Fig. 3a). For an LR image ``lq`` (B,3,H,W) in [0,1]:
+
+1. ``lq`` is reflect-padded bottom/right to a multiple of ``config.size_multiple`` (H', W');
+2. SVKR (Algorithm 1): depth D_T (B,1,H',W') and per-pixel kernels K_T (B,k*k,H',W');
+3. the modality encoders turn (K_T, D_T, lq) into per-level features f_1, f_2, f_3;
+4. ``x_T ~ N(0, I)`` of shape (B,3,4H',4W') from the seeded CPU generator (or ``noise=``), then
+   DDIM steps with the eps-prediction denoiser, conditioned by AMF at every level (Eq. 3);
+5. the result is cropped to (B,3,4H,4W) and mapped from [-1,1] to [0,1] (not clamped).
+
+State dict: ``depth_estimator.*`` (our :class:`DepthHead`, when ``config.depth_head``), ``dkenet.*``,
+``nbsr.*``, ``denoiser.*`` (including ``denoiser.{lr,depth,kernel}_encoder.*``). No official weights
+exist; :func:`convert_official_state_dict` always raises. :func:`config_from_state_dict` reads the
+architecture back from shapes (schedule and SVKR settings are not stored in tensors: defaults).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from realsr_cli.diffusion.ddpm import DDPMSchedule
+from realsr_cli.errors import ConfigError, WeightsError
+from realsr_cli.models.ssr.amf import ModalityFeatures
+from realsr_cli.models.ssr.config import (
+    DepthHeadConfig,
+    DKENetConfig,
+    NBSRConfig,
+    SSRConfig,
+    SSRDenoiserConfig,
+)
+from realsr_cli.models.ssr.denoiser import SSRDenoiser
+from realsr_cli.models.ssr.depth import DepthHead
+from realsr_cli.models.ssr.dkenet import DKENet
+from realsr_cli.models.ssr.nbsr import NBSR
+from realsr_cli.models.ssr.svkr import SVKRResult, svkr
+
+__all__ = [
+    "SSRCondition",
+    "SSRNet",
+    "config_from_state_dict",
+    "convert_official_state_dict",
+    "kernel_variance",
+    "pad_to_multiple",
+]
+
+
+def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
+    """Pad (B,C,H,W) bottom/right to multiples of ``multiple``: reflect, replicate where a side is
+    too short to reflect."""
+    h, w = x.shape[-2:]
+    ph, pw = -h % multiple, -w % multiple
+    if ph == 0 and pw == 0:
+        return x
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    return F.pad(x, (0, pw, 0, ph), mode=mode)
+
+
+def kernel_variance(kernels: Tensor) -> Tensor:
+    """Spatial variance of each per-pixel kernel, the heat map of SSR Fig. 4.
+
+    kernels (B,k*k,H,W), non-negative taps summing to 1 (row-major) -> (B,1,H,W):
+    ``sum_p K(p) |p - mu|^2`` with ``mu = sum_p K(p) p``, in squared kernel-pixel units.
+    """
+    k = math.isqrt(kernels.shape[1])
+    if k * k != kernels.shape[1]:
+        raise ValueError(f"expected k*k kernel taps, got {kernels.shape[1]} channels")
+    ax = torch.arange(k, dtype=kernels.dtype, device=kernels.device) - (k - 1) / 2
+    ys = ax.repeat_interleave(k).view(1, -1, 1, 1)
+    xs = ax.repeat(k).view(1, -1, 1, 1)
+    mx = (kernels * xs).sum(1, keepdim=True)
+    my = (kernels * ys).sum(1, keepdim=True)
+    return (kernels * ((xs - mx) ** 2 + (ys - my) ** 2)).sum(1, keepdim=True)
+
+
+@dataclass
+class SSRCondition:
+    """Everything sampling derives from the LR image once: ``lq`` (B,3,H',W') padded, on [-1,1];
+    ``depth`` (B,1,H',W'); ``kernels`` (B,k*k,H',W'); ``features`` the encoded modalities."""
+
+    lq: Tensor
+    depth: Tensor
+    kernels: Tensor
+    features: ModalityFeatures
+
+
+class SSRNet(nn.Module):
+    """SSR x4: ``depth_estimator`` + ``dkenet`` + ``nbsr`` (SVKR) and ``denoiser`` (with encoders).
+
+    ``depth_estimator``: any module mapping (B,3,H,W) in [0,1] to (B,1,H,W) depth in [0,1] (e.g. a
+    published MiDaS/DPT-style network wrapped by the registry). When None, our trainable
+    :class:`DepthHead` is built from ``config.depth`` (``config.depth_head`` must be True). The
+    module is stored as ``self.depth_estimator``, so its parameters are part of the state dict.
+    """
+
+    def __init__(
+        self, config: SSRConfig | None = None, depth_estimator: nn.Module | None = None
+    ) -> None:
+        super().__init__()
+        cfg = self.config = config or SSRConfig()
+        if depth_estimator is None:
+            if not cfg.depth_head:
+                raise ConfigError(
+                    "this SSR config has no depth head (depth_head=false)",
+                    hint="inject a depth estimator: SSRNet(config, depth_estimator=module)",
+                )
+            depth_estimator = DepthHead(cfg.depth)
+        self.depth_estimator = depth_estimator
+        k = cfg.dkenet.kernel_size
+        self.dkenet = DKENet(cfg.dkenet)
+        self.nbsr = NBSR(cfg.nbsr, kernel_size=k, scale=cfg.scale)
+        self.denoiser = SSRDenoiser(cfg.denoiser, kernel_size=k, scale=cfg.scale)
+
+    # ------------------------------------------------------------------ pieces
+    def estimate_depth(self, img: Tensor) -> Tensor:
+        """DE: (B,3,H,W) in [0,1] -> (B,1,H,W) in [0,1]."""
+        return self.depth_estimator(img)
+
+    def svkr(self, lq: Tensor, *, keep_estimates: bool = False) -> SVKRResult:
+        """Algorithm 1 on lq (B,3,h,w) in [0,1]: D_T (B,1,h,w) and K_T (B,k*k,h,w)."""
+        return svkr(
+            lq,
+            depth_fn=self.estimate_depth,
+            kernel_fn=self.dkenet,
+            sr_fn=self.nbsr,
+            iterations=self.config.svkr_iterations,
+            gamma=self.config.svkr_gamma,
+            keep_estimates=keep_estimates,
+        )
+
+    def make_schedule(self, steps: int | None = None) -> DDPMSchedule:
+        """A fresh schedule from ``config.schedule`` with ``steps`` DDIM steps (default: config)."""
+        s = self.config.schedule
+        sched = DDPMSchedule(
+            s.num_timesteps,
+            beta_schedule=s.beta_schedule,
+            beta_start=s.beta_start,
+            beta_end=s.beta_end,
+            clip_x0=s.clip_x0 or None,
+        )
+        sched.set_timesteps(s.sampling_steps if steps is None else steps)
+        return sched
+
+    def padded_size(self, height: int, width: int) -> tuple[int, int]:
+        m = self.config.size_multiple
+        return -(-height // m) * m, -(-width // m) * m
+
+    def noise_shape(self, lq_shape: Sequence[int]) -> tuple[int, int, int, int]:
+        """Initial noise shape for an LR batch (B,3,H,W): (B,3,4H',4W') at the padded size."""
+        b, _, h, w = lq_shape
+        hp, wp = self.padded_size(h, w)
+        s = self.config.scale
+        return (b, 3, hp * s, wp * s)
+
+    def condition(self, lq: Tensor) -> SSRCondition:
+        """Pad lq (B,3,H,W) in [0,1], run SVKR and the modality encoders -> :class:`SSRCondition`."""
+        lq_pad = pad_to_multiple(lq, self.config.size_multiple)
+        est = self.svkr(lq_pad)
+        lq_pm1 = lq_pad * 2 - 1
+        feats = self.denoiser.encode(lq_pm1, est.depth, est.kernels)
+        return SSRCondition(lq=lq_pm1, depth=est.depth, kernels=est.kernels, features=feats)
+
+    def predict_eps(self, x_t: Tensor, t: Tensor, cond: SSRCondition) -> Tensor:
+        """eps_theta(x_t, t | cond): x_t (B,3,4H',4W') on [-1,1], t int64 (B,) -> eps, same shape."""
+        return self.denoiser(x_t, t, cond.features, cond.lq)
+
+    # ------------------------------------------------------------------ inference
+    @staticmethod
+    def _no_grad():
+        return contextlib.nullcontext() if torch.is_inference_mode_enabled() else torch.no_grad()
+
+    def upscale(
+        self,
+        lq: Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        steps: int | None = None,
+        noise: Tensor | None = None,
+    ) -> Tensor:
+        """lq (B,3,H,W) float in [0,1] -> sr (B,3,4H,4W) on the [0,1] scale, not clamped.
+
+        ``noise``: x_T, shaped :meth:`noise_shape` (padded size); when None it is drawn from
+        ``generator`` on the CPU in fp32 and moved. ``steps``: DDIM steps (default
+        ``config.schedule.sampling_steps``). With ``schedule.eta > 0`` each step also draws noise
+        from ``generator``.
+        """
+        with self._no_grad():
+            cond = self.condition(lq)
+            sched = self.make_schedule(steps)
+            shape = self.noise_shape(lq.shape)
+            if noise is None:
+                noise = sched.prior_sample(shape, generator=generator)
+            elif tuple(noise.shape) != shape:
+                raise ValueError(
+                    f"noise must have the padded HR shape {shape}, got {tuple(noise.shape)}"
+                )
+            x = noise.to(device=lq.device, dtype=lq.dtype)
+            eta = self.config.schedule.eta
+            for t in sched.timesteps.tolist():
+                tt = torch.full((lq.shape[0],), t, dtype=torch.long, device=lq.device)
+                eps = self.predict_eps(x, tt, cond)
+                x = sched.step(eps, tt, x, eta=eta, generator=generator)
+            s = self.config.scale
+            h, w = lq.shape[-2:]
+            return x[..., : h * s, : w * s] * 0.5 + 0.5
+
+    def auxiliary(self, lq: Tensor) -> tuple[Tensor, Tensor]:
+        """What SSR conditions on, for ``--save-aux``: lq (B,3,H,W) in [0,1] ->
+        (depth (B,1,H,W) in [0,1], kernels (B,k*k,H,W)), computed on the padded image as
+        :meth:`upscale` does and cropped."""
+        with self._no_grad():
+            h, w = lq.shape[-2:]
+            est = self.svkr(pad_to_multiple(lq, self.config.size_multiple))
+            return est.depth[..., :h, :w], est.kernels[..., :h, :w]
+
+
+# ---------------------------------------------------------------------- state dicts
+_HINT_TRAIN = (
+    "SSR weights come from our own training: `realsr train` then `realsr train export` writes a "
+    ".safetensors file that loads directly, without `realsr convert`"
+)
+
+
+def convert_official_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Always raises :class:`WeightsError`: the SSR authors released no code or weights."""
+    raise WeightsError(
+        "SSR has no official checkpoint to convert (the authors released no code or weights)",
+        hint=_HINT_TRAIN,
+    )
+
+
+def _count(sd: Mapping[str, Tensor], prefix: str) -> int:
+    i = 0
+    while any(k.startswith(f"{prefix}{i}.") for k in sd):
+        i += 1
+    return i
+
+
+def config_from_state_dict(sd: Mapping[str, Tensor], scale: int | None = None) -> SSRConfig:
+    """Infer :class:`SSRConfig` from the shapes of a state dict in our layout.
+
+    Read from tensors: every width, kernel size, block counts, ``amf_norm`` (BatchNorm keeps
+    running statistics), ``concat_lq``, whether our depth head is present. Not stored in tensors,
+    hence the defaults: ``svkr_iterations``, ``svkr_gamma`` and the whole ``schedule``.
+    """
+    if scale not in (None, 4):
+        raise WeightsError(f"SSR is x4; scale {scale} does not match the checkpoint")
+    try:
+        taps = sd["dkenet.tail.weight"].shape[0]
+        dk_ch = sd["dkenet.head.weight"].shape[0]
+        hidden = sd["dkenet.block1.conv1.affine.0.0.weight"].shape[0]
+        dkenet = DKENetConfig(
+            kernel_size=math.isqrt(taps),
+            channels=dk_ch,
+            depth_channels=sd["dkenet.depth_branch.head.weight"].shape[0],
+            maconv_reduction=max(1, (dk_ch // 2) // hidden),
+        )
+        nbsr = NBSRConfig(
+            num_feat=sd["nbsr.conv_first.weight"].shape[0],
+            growth=sd["nbsr.body.0.blocks.0.convs.0.weight"].shape[0],
+            num_blocks=_count(sd, "nbsr.body."),
+            kernel_feat=sd["nbsr.kernel_encoder.0.weight"].shape[0],
+        )
+        has_head = "depth_estimator.enc1.0.weight" in sd
+        depth = (
+            DepthHeadConfig(channels=sd["depth_estimator.enc1.0.weight"].shape[0])
+            if has_head
+            else DepthHeadConfig()
+        )
+        p = "denoiser."
+        mc = sd[p + "time_embed.0.weight"].shape[1]
+        levels = _count(sd, p + "enc_amf.")
+        widths = [sd[f"{p}enc_amf.{i}.kernel.alpha.2.weight"].shape[0] for i in range(levels)]
+        mult = tuple(w // mc for w in widths)
+        denoiser = SSRDenoiserConfig(
+            model_channels=mc,
+            channel_mult=mult,
+            num_res_blocks=_count(sd, p + "enc_blocks.0."),
+            lr_width=sd[p + "lr_encoder.stem.0.weight"].shape[0] // mult[0],
+            lr_blocks=_count(sd, p + "lr_encoder.levels.0."),
+            aux_width=sd[p + "depth_encoder.stem.0.weight"].shape[0] // mult[0],
+            kernel_embed=sd[p + "kernel_encoder.stem.0.weight"].shape[0],
+            amf_hidden=sd[p + "enc_amf.0.kernel.alpha.0.weight"].shape[0],
+            amf_norm="bn" if p + "enc_amf.0.kernel.norm.running_mean" in sd else "gn",
+            concat_lq=sd[p + "conv_in.weight"].shape[1] == 3 * 16 + 3,
+        )
+        return SSRConfig(
+            depth_head=has_head, dkenet=dkenet, nbsr=nbsr, depth=depth, denoiser=denoiser
+        )
+    except KeyError as exc:
+        raise WeightsError(f"incomplete SSR state dict: no key {exc}") from None
+    except ConfigError as exc:
+        raise WeightsError(f"inconsistent SSR state dict: {exc.message}", hint=exc.hint) from exc
