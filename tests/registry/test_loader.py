@@ -145,3 +145,12 @@ def test_file_sha256_streams(tmp_path):
     path = tmp_path / "blob"
     path.write_bytes(data)
     assert loader.file_sha256(path) == hashlib.sha256(data).hexdigest()
+
+
+def test_partial_export_is_refused_with_its_purpose(tmp_path, tiny_arch):
+    sd = tiny_state_dict(seed=3)
+    path = _raw(tmp_path / "g.safetensors", sd, partial="true", stage="upsr-g")
+    with pytest.raises(WeightsError) as err:
+        loader.load_weights(path)
+    assert "only part" in str(err.value) and "upsr-g" in str(err.value)
+    assert "next training stage" in err.value.hint
