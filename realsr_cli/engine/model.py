@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -27,6 +27,14 @@ class LoadedModel:
     weights_path: str | None = None
     weights_sha256: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # size rules that depend on the config (e.g. RealSRT's patch side) refine the spec's
+        if self.spec.tile_rules is not None:
+            multiple, tile, overlap = self.spec.tile_rules(self.config)
+            self.spec = replace(
+                self.spec, tile_multiple=multiple, default_tile=tile, default_overlap=overlap
+            )
 
     @property
     def arch(self) -> str:

@@ -105,7 +105,8 @@ def estimate_bytes(model: LoadedModel, h: int, w: int, batch: int = 1) -> float:
 
 def _min_tile(model: LoadedModel) -> int:
     m = max(1, model.spec.tile_multiple)
-    return math.ceil(max(MIN_TILE, model.spec.min_size) / m) * m
+    floor = math.ceil(max(MIN_TILE, model.spec.min_size) / m) * m
+    return min(floor, max(m, model.spec.default_tile))  # never above the model's own patch cap
 
 
 def auto_tile(model: LoadedModel, height: int, width: int, batch: int = 1) -> int:

@@ -63,6 +63,10 @@ class ArchSpec:
     tile_sigma: float | None = None
     #: LR pixels at interior tile edges given zero weight (None: overlap // 4)
     tile_margin: int | None = None
+    #: config -> (tile_multiple, default_tile, default_overlap) when they depend on the config
+    #: (RealSRT: fixed patches of ``lr_patch`` with stride ``lr_patch // 2``); the engine's
+    #: LoadedModel applies it over the three fields above
+    tile_rules: Callable[[Any], tuple[int, int, int]] | None = None
     #: activation memory per output pixel at fp32 for --tile auto (None: engine default)
     bytes_per_output_pixel: int | None = None
 
@@ -126,6 +130,7 @@ def _realsrt() -> ArchSpec:
         tile_multiple=32,
         default_tile=64,
         default_overlap=32,
+        tile_rules=lambda cfg: (cfg.lr_patch // 2, cfg.lr_patch, cfg.lr_patch // 2),
         tile_sigma=0.05**0.5,
         tile_margin=0,
         half_ok=False,  # discrete token choices flip in fp16/bf16

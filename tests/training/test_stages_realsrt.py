@@ -459,3 +459,23 @@ def test_stage_contract_without_inputs():
     without = dataclasses.replace(stage.config.model, ccm=CCMConfig(enabled=False))
     with pytest.raises(UsageError, match="no CCM"):
         rs.CCMNet(RealSRTNet(without))
+
+
+def test_tiny_export_tiles_on_its_own_patch_side(tmp_path):
+    """A non-default ``lr_patch`` (16) sets the engine's tile grid: 16-px tiles, stride 8."""
+    from realsr_cli.engine.api import load_model
+    from realsr_cli.engine.runner import RunOptions, run_model
+    from realsr_cli.registry.archs import get_arch
+    from realsr_cli.registry.loader import save_weights
+
+    cfg = tiny_config("realsrt-vqgan").model
+    torch.manual_seed(0)
+    net = get_arch("realsrt").build(cfg)
+    path = save_weights(tmp_path / "t.safetensors", arch="realsrt", config=cfg,
+                        state_dict=net.state_dict())
+    model = load_model(str(path))
+    assert (model.spec.default_tile, model.spec.tile_multiple) == (16, 8)
+    lq = smooth(1, 37, seed=3)
+    result = run_model(model, lq, RunOptions(steps=1))
+    assert result.sr.shape[-2:] == (37 * cfg.scale, 37 * cfg.scale)
+    assert result.tiles > 1
