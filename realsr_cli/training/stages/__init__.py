@@ -78,6 +78,24 @@ def _realsrt_ccm() -> type[Stage]:
     return RealSRTCCMStage
 
 
+def _ssr_kernel() -> type[Stage]:
+    from realsr_cli.training.stages.ssr import SSRKernelStage
+
+    return SSRKernelStage
+
+
+def _ssr_nbsr() -> type[Stage]:
+    from realsr_cli.training.stages.ssr import SSRNBSRStage
+
+    return SSRNBSRStage
+
+
+def _ssr() -> type[Stage]:
+    from realsr_cli.training.stages.ssr import SSRStage
+
+    return SSRStage
+
+
 #: stage name -> factory returning the Stage class
 STAGES: dict[str, Callable[[], type[Stage]]] = {
     "femasr-hrp": _femasr_hrp,
@@ -90,6 +108,9 @@ STAGES: dict[str, Callable[[], type[Stage]]] = {
     "realsrt-generator": _realsrt_generator,
     "realsrt-critic": _realsrt_critic,
     "realsrt-ccm": _realsrt_ccm,
+    "ssr-kernel": _ssr_kernel,
+    "ssr-nbsr": _ssr_nbsr,
+    "ssr": _ssr,
 }
 
 
