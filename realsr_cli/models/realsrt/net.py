@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from realsr_cli.diffusion.masking import MaskSchedule
 from realsr_cli.errors import UsageError
+from realsr_cli.models._blocks.reference import reference_enabled
 from realsr_cli.models.realsrt.config import RealSRTConfig
 from realsr_cli.models.realsrt.transformer import TokenTransformer
 from realsr_cli.models.realsrt.vqgan import VQGAN, AttnBlock, Encoder, ResidualBlock
@@ -179,14 +180,23 @@ class RealSRTNet(nn.Module):
         """
         steps = self.config.steps if steps is None else steps
         schedule = self.schedule(steps)
-        gen_context = self.generator.context(lr_ids)
-        critic_context = self.critic.context(lr_ids)
+        # the reference path (``_blocks.reference``) re-encodes the LR tokens every step, as the
+        # official loop does
+        reference = reference_enabled()
+        gen_context = None if reference else self.generator.context(lr_ids)
+        critic_context = None if reference else self.critic.context(lr_ids)
         ids = torch.full_like(lr_ids, schedule.mask_id)
         for step in range(steps):
             mask = schedule.is_masked(ids)
-            logits = self.generator.decode(ids, gen_context, mask)
+            if reference:
+                logits = self.generator(ids, lr_ids, mask)
+            else:
+                logits = self.generator.decode(ids, gen_context, mask)
             pred_ids = torch.where(mask, logits.argmax(dim=-1), ids)
-            scores = self.critic.decode(pred_ids, critic_context).squeeze(-1)
+            if reference:
+                scores = self.critic(pred_ids, lr_ids).squeeze(-1)
+            else:
+                scores = self.critic.decode(pred_ids, critic_context).squeeze(-1)
             out_ids = schedule.step(pred_ids, scores, step)
             if trace is not None:
                 trace.append(DecodeStep(ids, mask, logits, pred_ids, scores, out_ids))

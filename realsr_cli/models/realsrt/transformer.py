@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from realsr_cli.models._blocks.reference import explicit_attention, reference_enabled
 from realsr_cli.models.realsrt.config import TransformerConfig
 
 #: precomputed cross-attention keys and values of one layer, see :meth:`Attention.keys_values`
@@ -174,7 +175,8 @@ class Attention(nn.Module):
         else:
             k, v = self.keys_values(x if context is None else context)
         q = F.normalize(self._split(self.to_q(x)), dim=-1) * self.q_scale
-        out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        attend = explicit_attention if reference_enabled() else F.scaled_dot_product_attention
+        out = attend(q, k, v, scale=self.scale)
         return self.to_out(out.transpose(1, 2).flatten(2))
 
 

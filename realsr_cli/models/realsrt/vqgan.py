@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from realsr_cli.models._blocks.reference import explicit_attention, reference_enabled
 from realsr_cli.models.realsrt.config import GROUPNORM_GROUPS, VQGANConfig
 
 __all__ = [
@@ -122,7 +123,8 @@ class AttnBlock(nn.Module):
         q, k, v = (
             t.flatten(2).transpose(1, 2).unsqueeze(1) for t in (self.q(y), self.k(y), self.v(y))
         )
-        out = F.scaled_dot_product_attention(q, k, v)
+        attend = explicit_attention if reference_enabled() else F.scaled_dot_product_attention
+        out = attend(q, k, v)
         out = out.squeeze(1).transpose(1, 2).reshape(b, c, h, w)
         return x + self.proj_out(out)
 

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from realsr_cli.models._blocks.reference import explicit_attention, reference_enabled
 from realsr_cli.models.upsr.config import ATDConfig
 from realsr_cli.models.upsr.swin import MaskCache, relative_position_index
 
@@ -68,6 +69,8 @@ def _flip_pad(x: Tensor, multiple: int) -> Tensor:
 def _take_rows(x: Tensor, index: Tensor) -> Tensor:
     """``x[b, index[b]]`` for x (B,N,C) and index (B,N) -- a row copy, faster than an expanded gather."""
     b, n, c = x.shape
+    if reference_enabled():  # the official ``feature_shuffle``: a gather with an expanded index
+        return torch.gather(x, 1, index[..., None].expand(b, n, c))
     flat = (index + torch.arange(b, device=index.device)[:, None] * x.shape[1]).reshape(-1)
     return x.reshape(-1, c).index_select(0, flat).view(b, n, c)
 
@@ -90,6 +93,14 @@ class _WindowAttention(nn.Module):
         q, k, v = qkv.view(bw, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
         bias = self.relative_position_bias_table[rpi.view(-1)].view(n, n, -1)
         bias = bias.permute(2, 0, 1).contiguous().unsqueeze(0)  # 1, heads, N, N
+        if reference_enabled():  # the official formulation (``_blocks.reference``)
+            attn = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1) + bias
+            if mask is not None:
+                nw = mask.shape[0]
+                attn = attn.view(bw // nw, nw, self.num_heads, n, n) + mask[None, :, None]
+                attn = attn.view(bw, self.num_heads, n, n)
+            out = attn.softmax(dim=-1) @ v
+            return self.proj(out.transpose(1, 2).reshape(bw, n, c))
         if mask is not None:
             bias = bias + mask.unsqueeze(1)  # nW, heads, N, N
             if bw != mask.shape[0]:  # several images: SDPA wants the batch dim spelled out
@@ -148,7 +159,8 @@ class _CategoryAttention(nn.Module):
             grouped = torch.cat([grouped, grouped[:, n - pad :].flip(1)], dim=1)
         q, k, v = grouped.view(b * ng, gs, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
         logit_scale = self.logit_scale.clamp(max=math.log(100.0)).exp()
-        out = F.scaled_dot_product_attention(q * logit_scale, k, v, scale=1.0)  # B*ng,heads,gs,d
+        attend = explicit_attention if reference_enabled() else F.scaled_dot_product_attention
+        out = attend(q * logit_scale, k, v, scale=1.0)  # B*ng,heads,gs,d
         out = out.transpose(1, 2).reshape(b, ng * gs, c)[:, :n]
         out = _take_rows(out, inverse)
         return self.proj(out)
@@ -307,8 +319,10 @@ class ATD(nn.Module):
         self._masks = MaskCache()
 
     def _mask(self, h: int, w: int, like: Tensor) -> Tensor:
-        key = (h, w, like.device, like.dtype, torch.is_inference_mode_enabled())
         ws = self.config.window_size
+        if reference_enabled():  # the official forward rebuilds the mask on every call
+            return shifted_window_mask(h, w, ws, ws // 2).to(like.device, like.dtype)
+        key = (h, w, like.device, like.dtype, torch.is_inference_mode_enabled())
         return self._masks.get(
             key, lambda: shifted_window_mask(h, w, ws, ws // 2).to(like.device, like.dtype)
         )

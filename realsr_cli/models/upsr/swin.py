@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from realsr_cli.models._blocks.reference import explicit_attention, reference_enabled
+
 __all__ = [
     "MaskCache",
     "SwinLayer",
@@ -117,12 +119,26 @@ class WindowAttention(nn.Module):
         qkv = self.qkv(tokens).view(bw, n, 3, self.num_heads, c // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each B*nW, heads, N, d
         bias = self.position_bias().unsqueeze(0)  # 1, heads, N, N
+        if reference_enabled():  # the official formulation (``_blocks.reference``)
+            return self.proj(self._explicit(q, k, v, bias, mask).transpose(1, 2).reshape(bw, n, c))
         if mask is not None:
             bias = bias + mask.unsqueeze(1)  # nW, heads, N, N
             if bw != mask.shape[0]:  # several images: SDPA wants the batch dim spelled out
                 bias = bias.repeat(bw // mask.shape[0], 1, 1, 1)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(tokens.dtype))
         return self.proj(out.transpose(1, 2).reshape(bw, n, c))
+
+    def _explicit(
+        self, q: Tensor, k: Tensor, v: Tensor, bias: Tensor, mask: Tensor | None
+    ) -> Tensor:
+        """Reference path: explicit logits, the mask added per image through a (B, nW, ...) view."""
+        if mask is None:
+            return explicit_attention(q, k, v, bias.to(q.dtype))
+        bw, heads, n, d = q.shape
+        nw = mask.shape[0]
+        attn = (q * d**-0.5) @ k.transpose(-2, -1) + bias.to(q.dtype)
+        attn = attn.view(bw // nw, nw, heads, n, n) + mask[None, :, None]
+        return attn.view(bw, heads, n, n).softmax(dim=-1) @ v
 
 
 class _ConvMlp(nn.Module):
@@ -164,6 +180,9 @@ class SwinBlock(nn.Module):
     def _mask(self, height: int, width: int, like: Tensor) -> Tensor | None:
         if self.shift == 0:
             return None
+        if reference_enabled():  # the official block rebuilds its mask on every call
+            mask = row_region_mask(height, width, self.window, self.shift)
+            return mask.to(like.device, like.dtype)
         key = (height, width, like.device, like.dtype, torch.is_inference_mode_enabled())
         return self._masks.get(
             key,

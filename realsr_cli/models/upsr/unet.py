@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from realsr_cli.models._blocks.reference import reference_enabled
 from realsr_cli.models.upsr.config import UPSRDenoiserConfig
 from realsr_cli.models.upsr.swin import SwinLayer
 
@@ -204,8 +205,11 @@ class SwinUNet(nn.Module):
     def forward(self, x: Tensor, t: Tensor, lq: Tensor) -> Tensor:
         """x (B,in_channels,h,w) scaled state, t int64 (B,), lq (B,lq_channels,h,w) -> x0 (B,3,4h,4w)."""
         emb = self.time_embed(timestep_embedding(t, self.config.model_channels))
-        # channels-last activations: ~10% faster oneDNN convolutions on CPU, same values
-        h = torch.cat([x, lq], dim=1).contiguous(memory_format=torch.channels_last)
+        # channels-last activations: ~10% faster oneDNN convolutions on CPU, same values (the
+        # reference path keeps the official NCHW layout; its caller converts the weights back)
+        h = torch.cat([x, lq], dim=1)
+        if not reference_enabled():
+            h = h.contiguous(memory_format=torch.channels_last)
         skips = []
         for block in self.input_blocks:
             h = block(h, emb)
