@@ -37,6 +37,8 @@ def _entry_json(entry, cached) -> dict:
 def list_models(json_out: JsonOpt = False) -> None:
     """List every model in the registry and whether it is cached.
 
+    Auxiliary weights (training-only networks such as the ImageNet VGGs) show "aux" as their scale.
+
     Example: realsr models list --json
     """
     from realsr_cli.registry import hub
@@ -49,7 +51,8 @@ def list_models(json_out: JsonOpt = False) -> None:
     _output.table(
         "realsr models",
         ["id", "arch", "scale", "aliases", "cached", "license"],
-        [[e.id, e.arch, f"x{e.scale}", ", ".join(e.aliases), "yes" if c else "no", e.license] for e, c in rows],
+        [[e.id, e.arch, "aux" if e.is_aux else f"x{e.scale}", ", ".join(e.aliases), "yes" if c else "no", e.license]
+         for e, c in rows],
     )
 
 
@@ -61,7 +64,7 @@ def info(model_id: IdArg, json_out: JsonOpt = False) -> None:
     """
     from realsr_cli.registry import hub
 
-    e = _catalog().get(model_id)
+    e = _catalog().get(model_id, allow_aux=True)
     cached = hub.cached_path(e)
     if json_out:
         _output.emit_json(_entry_json(e, cached))
@@ -84,7 +87,7 @@ def download(
     """
     from realsr_cli.registry import hub
 
-    e = _catalog().get(model_id)
+    e = _catalog().get(model_id, allow_aux=True)
     with _output.progress() as view:
         path = hub.fetch(e, trust_on_first_use=trust, progress=view.bytes)
     if json_out:
@@ -101,7 +104,7 @@ def verify(model_id: IdArg, json_out: JsonOpt = False) -> None:
     """
     from realsr_cli.registry import hub
 
-    e = _catalog().get(model_id)
+    e = _catalog().get(model_id, allow_aux=True)
     ok, digest = hub.verify(e)
     if json_out:
         _output.emit_json({"id": e.id, "ok": ok, "sha256": digest})
@@ -120,7 +123,7 @@ def path(model_id: IdArg) -> None:
     """
     from realsr_cli.registry import hub
 
-    e = _catalog().get(model_id)
+    e = _catalog().get(model_id, allow_aux=True)
     p = hub.cached_path(e)
     if p is None:
         raise ModelError(f"{e.id} is not in the cache", hint=f"run `realsr models download {e.id}`")

@@ -4,6 +4,12 @@ The package ships ``realsr_cli/weights.toml`` (the repository's top-level ``weig
 may add entries from their own files: ``REALSR_WEIGHTS_TOML`` holds one or more paths separated by
 ``os.pathsep``; their entries join the shipped ones (a duplicate id or alias is an error, never a
 silent override). The schema is documented in docs/weights.md.
+
+Entries are super-resolution checkpoints (``kind = "sr"``, the default) or auxiliary weights
+(``kind = "aux"``): networks that training needs but that cannot upscale, e.g. torchvision's
+ImageNet VGGs for the perceptual losses. Aux entries name an arch of :data:`AUX_ARCHS` (not
+:data:`ARCHITECTURES`), have no scale, and are never picked by SR model resolution
+(:meth:`Catalog.get` refuses them unless ``allow_aux``).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["WeightsSource", "WeightsEntry", "Catalog", "load_catalog", "ENV_WEIGHTS_TOML", "SCHEMA"]
+__all__ = ["WeightsSource", "WeightsEntry", "Catalog", "load_catalog", "ENV_WEIGHTS_TOML", "SCHEMA", "AUX_ARCHS"]
 
 ENV_WEIGHTS_TOML = "REALSR_WEIGHTS_TOML"
 SCHEMA = 1
@@ -36,11 +42,18 @@ _ID = re.compile(r"(?P<arch>[a-z0-9_]+)-x(?P<scale>[1-9][0-9]?)(?:-(?P<variant>[
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
 _ALIAS = re.compile(r"[a-z0-9][a-z0-9._-]*")
+_AUX_ID = re.compile(r"(?P<arch>[a-z0-9_]+)-(?P<variant>[a-z0-9][a-z0-9._-]*)")
 _LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 _TOP_KEYS = {"schema", "default_model", "weights"}
 _REQUIRED = {"id", "arch", "scale", "source", "format", "license"}
-_OPTIONAL = {"sha256", "paper", "notes", "aliases", "default"}
+_OPTIONAL = {"sha256", "paper", "notes", "aliases", "default", "kind"}
+_AUX_REQUIRED = _REQUIRED - {"scale"}
+_AUX_OPTIONAL = {"sha256", "paper", "notes", "kind"}
+
+#: auxiliary (non-SR) architectures an ``kind = "aux"`` entry may name: the ImageNet VGGs of the
+#: training losses (loaded by realsr_cli.training.stages._common.read_vgg_state_dict)
+AUX_ARCHS: tuple[str, ...] = ("vgg16", "vgg19")
 _HUB_KEYS = {"hub", "filename", "revision"}
 
 
@@ -90,12 +103,18 @@ class WeightsEntry:
     default: bool = False
     variant: str | None = None  # from the id: femasr-x4-<variant>
     origin: str = ""  # the TOML file it was read from
+    kind: Literal["sr", "aux"] = "sr"  # aux: not an SR model (scale is 0), e.g. a VGG for losses
+
+    @property
+    def is_aux(self) -> bool:
+        return self.kind == "aux"
 
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
+            "kind": self.kind,
             "arch": self.arch,
-            "scale": self.scale,
+            "scale": None if self.is_aux else self.scale,
             "variant": self.variant,
             "aliases": list(self.aliases),
             "default": self.default,
@@ -150,12 +169,58 @@ def _parse_source(where: str, raw: Any) -> WeightsSource:
     return WeightsSource(kind="hub", repo=repo, filename=filename, revision=revision)
 
 
+def _check_sha(where: str, sha: Any) -> None:
+    if sha is not None and not (isinstance(sha, str) and _SHA256.fullmatch(sha)):
+        raise _fail(where, "sha256 must be 64 lowercase hex digits", "leave it out if unknown: trust-on-first-use")
+
+
+def _parse_aux_entry(raw: dict[str, Any], where: str, origin: str) -> WeightsEntry:
+    unknown = sorted(set(raw) - _AUX_REQUIRED - _AUX_OPTIONAL)
+    if unknown:
+        raise _fail(where, f"unknown key(s) for an aux entry: {', '.join(unknown)}",
+                    f"aux entries take: {', '.join(sorted(_AUX_REQUIRED | _AUX_OPTIONAL))} (no scale, aliases, default)")
+    missing = sorted(_AUX_REQUIRED - set(raw))
+    if missing:
+        raise _fail(where, f"missing required key(s) {', '.join(missing)}")
+    entry_id = _check_type(where, "id", raw["id"], str)
+    arch = _check_type(where, "arch", raw["arch"], str)
+    if arch not in AUX_ARCHS:
+        raise _fail(where, f"unknown aux architecture {arch!r}", f"aux architectures: {', '.join(AUX_ARCHS)}")
+    m = _AUX_ID.fullmatch(entry_id)
+    if not m or m["arch"] != arch:
+        raise _fail(where, f"id {entry_id!r} must read '{arch}-<variant>' (lowercase)")
+    fmt = _check_type(where, "format", raw["format"], str)
+    if fmt not in ("safetensors", "pth"):
+        raise _fail(where, f"format {fmt!r} must be 'safetensors' or 'pth'")
+    sha = raw.get("sha256")
+    _check_sha(where, sha)
+    return WeightsEntry(
+        id=entry_id,
+        arch=arch,
+        scale=0,
+        source=_parse_source(where, raw["source"]),
+        format=fmt,  # type: ignore[arg-type]
+        license=_check_type(where, "license", raw["license"], str),
+        sha256=sha,
+        paper=_check_type(where, "paper", raw.get("paper", ""), str),
+        notes=_check_type(where, "notes", raw.get("notes", ""), str),
+        variant=m["variant"],
+        origin=origin,
+        kind="aux",
+    )
+
+
 def _parse_entry(raw: Any, where: str, origin: str) -> WeightsEntry:
     if not isinstance(raw, dict):
         raise _fail(where, "each [[weights]] item must be a table")
     entry_id = raw.get("id")
     if isinstance(entry_id, str):
         where = f"{where} ({entry_id})"
+    kind = _check_type(where, "kind", raw.get("kind", "sr"), str)
+    if kind not in ("sr", "aux"):
+        raise _fail(where, f"kind {kind!r} must be 'sr' (a super-resolution model, the default) or 'aux'")
+    if kind == "aux":
+        return _parse_aux_entry(raw, where, origin)
     unknown = sorted(set(raw) - _REQUIRED - _OPTIONAL)
     if unknown:
         raise _fail(where, f"unknown key(s) {', '.join(unknown)}", f"known keys: {', '.join(sorted(_REQUIRED | _OPTIONAL))}")
@@ -174,8 +239,7 @@ def _parse_entry(raw: Any, where: str, origin: str) -> WeightsEntry:
     if fmt not in ("safetensors", "pth"):
         raise _fail(where, f"format {fmt!r} must be 'safetensors' or 'pth'")
     sha = raw.get("sha256")
-    if sha is not None and not (isinstance(sha, str) and _SHA256.fullmatch(sha)):
-        raise _fail(where, "sha256 must be 64 lowercase hex digits", "leave it out if unknown: trust-on-first-use")
+    _check_sha(where, sha)
     aliases = _check_type(where, "aliases", raw.get("aliases", []), list)
     for alias in aliases:
         if not isinstance(alias, str) or not _ALIAS.fullmatch(alias):
@@ -267,8 +331,26 @@ class Catalog:
     def ids(self) -> tuple[str, ...]:
         return tuple(e.id for e in self.entries)
 
+    @property
+    def sr_entries(self) -> tuple[WeightsEntry, ...]:
+        """The super-resolution entries (``kind = "sr"``), in file order."""
+        return tuple(e for e in self.entries if not e.is_aux)
+
+    def aux(self, arch: str | None = None) -> tuple[WeightsEntry, ...]:
+        """The auxiliary entries (``kind = "aux"``), optionally only those of ``arch``."""
+        return tuple(e for e in self.entries if e.is_aux and (arch is None or e.arch == arch))
+
+    def _aux_refused(self, e: WeightsEntry) -> UnknownModelError:
+        return UnknownModelError(
+            f"{e.id!r} is an auxiliary weights entry ({e.arch}, used by training losses), "
+            "not a super-resolution model",
+            hint="pick an SR model from `realsr models list` (aux entries are marked 'aux'); "
+            f"aux ids go in training configs, e.g. loss.{e.arch}_weights = \"{e.id}\"",
+        )
+
     def _unknown(self, name: str) -> UnknownModelError:
-        names = sorted({*self._by_id, *self._aliases, *(e.arch for e in self.entries)})
+        sr = self.sr_entries
+        names = sorted({*(e.id for e in sr), *self._aliases, *(e.arch for e in sr)})
         close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
         hint = f"did you mean {' or '.join(close)}? " if close else ""
         return UnknownModelError(f"unknown model {name!r}", hint=hint + "see `realsr models list`")
@@ -279,7 +361,7 @@ class Catalog:
         Among entries of that scale the arch default wins, then ids without a variant, then file
         order. The arch default is the entry marked ``default = true`` (else its first entry).
         """
-        pool = [e for e in self.entries if e.arch == arch]
+        pool = [e for e in self.sr_entries if e.arch == arch]
         if not pool:
             raise self._unknown(arch)
         ranked = sorted(pool, key=lambda e: (not e.default, e.variant is not None))
@@ -290,15 +372,19 @@ class Catalog:
                 return same[0]
         return ranked[0] if ranked[0].default else pool[0]
 
-    def get(self, name: str, scale: float | None = None) -> WeightsEntry:
+    def get(self, name: str, scale: float | None = None, *, allow_aux: bool = False) -> WeightsEntry:
         """Resolve an id (``femasr-x4``), alias or architecture name (``femasr``).
 
-        An id is returned as is. An alias or architecture name with ``scale`` picks the entry of
+        An id is returned as is; the id of an aux entry only with ``allow_aux`` (``realsr models
+        info/download/...``), else UnknownModelError saying it is not an SR model. An alias or architecture name with ``scale`` picks the entry of
         that native scale when one exists (``femasr`` + 2 -> ``femasr-x2``), else the default one
         (the engine then resizes). Unknown names raise UnknownModelError with close matches.
         """
         if name in self._by_id:
-            return self._by_id[name]
+            found = self._by_id[name]
+            if found.is_aux and not allow_aux:
+                raise self._aux_refused(found)
+            return found
         scale = _native(scale)
         target = self._aliases.get(name)
         if target is not None:
@@ -306,15 +392,15 @@ class Catalog:
                 return target
             suffix = f"-{target.variant}" if target.variant else ""
             return self._by_id.get(f"{target.arch}-x{scale}{suffix}", target)
-        if any(e.arch == name for e in self.entries):
+        if any(e.arch == name for e in self.sr_entries):
             return self.default_for(name, scale)
         raise self._unknown(name)
 
     def default(self, scale: float | None = None) -> WeightsEntry:
         """The model used when none is named: ``default_model`` (top-level key) or the first entry."""
-        if not self.entries:
-            raise UnknownModelError("the weights catalog is empty", hint=f"check weights.toml / {ENV_WEIGHTS_TOML}")
-        return self.get(self.default_model or self.entries[0].arch, scale)
+        if not self.sr_entries:
+            raise UnknownModelError("the weights catalog lists no SR model", hint=f"check weights.toml / {ENV_WEIGHTS_TOML}")
+        return self.get(self.default_model or self.sr_entries[0].arch, scale)
 
 
 def package_catalog_path() -> Path:
@@ -345,5 +431,7 @@ def load_catalog(path: str | os.PathLike[str] | None = None) -> Catalog:
     catalog = Catalog(entries=tuple(entries), default_model=default_model, paths=tuple(paths))
     if default_model is not None and default_model not in catalog and not any(e.arch == default_model for e in entries):
         raise ConfigError(f"default_model {default_model!r} is neither an id, an alias nor an architecture")
+    if default_model is not None and any(e.is_aux and default_model in (e.id, e.arch) for e in entries):
+        raise ConfigError(f"default_model {default_model!r} names auxiliary weights, not an SR model")
     return catalog
 

@@ -12,7 +12,10 @@
   hash recorded on first use (``<cache>/trusted.toml``, written only with ``trust_on_first_use``);
   a mismatching file is removed from every cache before ChecksumError is raised;
 - official checkpoints (``format = "pth"``, or safetensors without realsr metadata) are converted
-  once into ``<cache>/converted/<id>-<sha12>.safetensors``; later calls return that file.
+  once into ``<cache>/converted/<id>-<sha12>.safetensors``; later calls return that file;
+- auxiliary entries (``kind = "aux"``, e.g. torchvision's VGGs) are never converted: ``fetch``
+  returns the verified published file itself. When its file name carries torch.hub's hash prefix
+  (``vgg16-397923af.pth``: ``-<8+ hex>.<ext>``), the download's sha256 must also start with it.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import sys
 import tempfile
 import urllib.error
@@ -49,6 +53,8 @@ Progress = Callable[[int, int], None]  # (bytes done, bytes total or 0 when unkn
 ENV_CACHE = "REALSR_CACHE"
 TRUST_FILE = "trusted.toml"
 URL_TIMEOUT_S = 30.0
+#: torch.hub's naming convention: ``<name>-<first 8+ hex digits of the sha256>.<ext>``
+_HASH_PREFIX = re.compile(r".+-(?P<prefix>[0-9a-f]{8,64})\.[A-Za-z0-9]+")
 
 
 # --------------------------------------------------------------------------- locations
@@ -301,7 +307,20 @@ def _mismatch(entry: WeightsEntry, got: str, expected: str) -> ChecksumError:
     )
 
 
+def _check_name_prefix(entry: WeightsEntry, sha: str) -> None:
+    """Aux entries: a file named ``name-<hex>.ext`` (torch.hub convention) must hash to ``<hex>...``."""
+    m = _HASH_PREFIX.fullmatch(entry.source.basename)
+    if entry.is_aux and m and not sha.startswith(m["prefix"]):
+        raise ChecksumError(
+            f"{entry.id}: sha256 {sha} of {entry.source.basename} does not start with the "
+            f"{m['prefix']} its file name carries; the file was not kept",
+            hint=f"retry `realsr models download {entry.id}`; if it fails again the published file changed",
+        )
+
+
 def _needs_conversion(entry: WeightsEntry, path: Path) -> bool:
+    if entry.is_aux:  # used as published (e.g. torchvision's VGG .pth): never converted
+        return False
     return entry.format == "pth" or read_metadata(path).get("format") != FORMAT
 
 
@@ -323,7 +342,8 @@ def fetch(
     progress: Progress | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> Path:
-    """A verified local safetensors file for ``entry`` (downloaded and converted when needed).
+    """A verified local safetensors file for ``entry`` (downloaded and converted when needed);
+    for an aux entry, the verified published file as is.
 
     Raises WeightsError (no hash to verify against and no ``trust_on_first_use``), DownloadError
     (network, missing file, offline and not cached), ChecksumError (hash mismatch; nothing kept).
@@ -350,6 +370,14 @@ def fetch(
             src = _url_dest(entry, root)
             sha = _download_url(entry, src, expected, progress)
     sha = sha or file_sha256(src)
+    try:
+        _check_name_prefix(entry, sha)
+    except ChecksumError:
+        if entry.source.kind == "hub":
+            _evict_hub(src)
+        else:
+            src.unlink(missing_ok=True)
+        raise
     if expected is None:
         where = _record_trust(entry, sha, root)
         log.warning("%s: trusted on first use, recorded sha256 %s in %s", entry.id, sha, where)
@@ -367,7 +395,8 @@ def fetch(
         out = _converted(entry, expected, root)
         log.info("%s: converting %s -> %s", entry.id, src.name, out)
         return convert.convert_checkpoint(src, out, arch=entry.arch, scale=entry.scale)
-    _check_matches(entry, src)
+    if not entry.is_aux:
+        _check_matches(entry, src)
     return src
 
 

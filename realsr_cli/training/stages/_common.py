@@ -4,10 +4,11 @@ Everything here is a plain function or a frozen config dataclass, so a stage com
 it needs:
 
 * loss config: :class:`ReconstructionLossConfig` (L1, VGG perceptual/style, adversarial weight and
-  the VGG weight files) — stage loss sections subclass it and add their own terms;
+  the VGG weights: a file path or a registry id) — stage loss sections subclass it and add their
+  own terms;
 * inputs config: :class:`HRPInputsConfig` (the frozen FeMaSR high-resolution prior of stage II);
 * VGG: :func:`check_vgg_inputs` (in ``__init__``: refuse early when weights are missing),
-  :func:`read_vgg_state_dict`, :func:`load_vgg_weights`, :func:`build_perceptual_loss`,
+  :func:`resolve_vgg_weights` (path or registry id -> file), :func:`read_vgg_state_dict`, :func:`load_vgg_weights`, :func:`build_perceptual_loss`,
   :func:`reconstruction_terms`;
 * GAN: :func:`build_discriminator`, :func:`generator_adversarial_loss` (generator side, hinge),
   :func:`discriminator_step` (hinge D step through ``ctx.backward_step(loss, "d")``);
@@ -30,7 +31,7 @@ import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import Tensor, nn
@@ -48,11 +49,15 @@ from realsr_cli.training.losses import (
 )
 from realsr_cli.training.stage import Stage, StepContext
 
+if TYPE_CHECKING:
+    from realsr_cli.registry.catalog import WeightsEntry
+
 log = logging.getLogger(__name__)
 
 __all__ = [
     "LPIPS_VGG16_LAYERS",
     "TORCHVISION_VGG_URLS",
+    "VGG_REGISTRY_IDS",
     "HRPInputsConfig",
     "ReconstructionLossConfig",
     "build_discriminator",
@@ -74,6 +79,7 @@ __all__ = [
     "random_hrp",
     "read_vgg_state_dict",
     "reconstruction_terms",
+    "resolve_vgg_weights",
     "scalars",
 ]
 
@@ -86,7 +92,10 @@ LPIPS_VGG16_LAYERS: dict[str, float] = {
     "relu5_3": 1.0,
 }
 
-#: where torchvision publishes the ImageNet checkpoints (named in error hints; never downloaded here)
+#: the shipped weights.toml ids (``kind = "aux"``) of torchvision's ImageNet VGGs (named in hints)
+VGG_REGISTRY_IDS: dict[str, str] = {"vgg16": "vgg16-imagenet", "vgg19": "vgg19-imagenet"}
+
+#: where torchvision publishes the ImageNet checkpoints (the sources of those registry entries)
 TORCHVISION_VGG_URLS: dict[str, str] = {
     "vgg16": "https://download.pytorch.org/models/vgg16-397923af.pth",
     "vgg19": "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
@@ -115,9 +124,11 @@ class ReconstructionLossConfig:
         perceptual_criterion: ``mse`` (Eq. 10 writes a squared L2 norm) or ``l1``.
         adversarial: weight of the hinge generator loss (Eq. 11, lambda_adv = 0.1); 0 = no
             discriminator at all.
-        vgg16_weights, vgg19_weights: torchvision ImageNet checkpoints (``vgg16-397923af.pth``,
-            ``vgg19-dcbb9e9d.pth``, or the same tensors as ``.safetensors``) for every VGG of
-            that architecture the stage uses.
+        vgg16_weights, vgg19_weights: torchvision ImageNet checkpoints for every VGG of that
+            architecture the stage uses: a file path (``vgg16-397923af.pth``,
+            ``vgg19-dcbb9e9d.pth``, or the same tensors as ``.safetensors``) or the registry id
+            of an aux weights.toml entry (``vgg16-imagenet``, ``vgg19-imagenet``), downloaded
+            through the registry cache (:func:`resolve_vgg_weights`).
         vgg_base_width: 64 is the real VGG; smaller values (8, 16, 32) only make tiny random
             VGGs for smoke tests (they cannot load the published weights).
         allow_random_vgg: run with randomly initialised VGGs when no weights file is set
@@ -162,7 +173,7 @@ class ReconstructionLossConfig:
         return self.perceptual > 0 or self.style > 0
 
     def vgg_weights(self, arch: str) -> str:
-        """The weights path configured for VGG ``arch`` (``""`` when unset)."""
+        """The weights path or registry id configured for VGG ``arch`` (``""`` when unset)."""
         return {"vgg16": self.vgg16_weights, "vgg19": self.vgg19_weights}[arch]
 
 
@@ -260,11 +271,63 @@ def _missing_vgg_error(arch: str, purpose: str) -> ConfigError:
     return ConfigError(
         f"the {purpose} needs ImageNet {arch.upper()} weights, but loss.{arch}_weights is not set",
         hint=(
-            f"download torchvision's checkpoint ({TORCHVISION_VGG_URLS[arch]}) and set "
-            f'loss.{arch}_weights = "PATH" (or --set loss.{arch}_weights=PATH); '
+            f'set loss.{arch}_weights = "{VGG_REGISTRY_IDS[arch]}" (torchvision\'s checkpoint from the '
+            f"registry; fetch it once with `realsr models download {VGG_REGISTRY_IDS[arch]} --trust`) "
+            f"or a file path (--set loss.{arch}_weights=...); "
             "loss.allow_random_vgg = true runs with a random VGG (smoke tests only)"
         ),
     )
+
+
+_VGG_FILE_SUFFIXES = (".pth", ".pt", ".safetensors")
+
+
+def _looks_like_path(value: str) -> bool:
+    return (
+        "/" in value
+        or "\\" in value
+        or value.startswith(("~", "."))
+        or Path(value).suffix.lower() in _VGG_FILE_SUFFIXES
+    )
+
+
+def _vgg_registry_entry(value: str, arch: str, key: str) -> WeightsEntry | None:
+    """The aux catalog entry ``value`` names for VGG ``arch``; None when ``value`` is a path.
+
+    Raises :class:`ConfigError` for an id that is not an aux entry of ``arch``.
+    """
+    if Path(value).expanduser().is_file() or _looks_like_path(value):
+        return None
+    from realsr_cli.registry.catalog import load_catalog
+
+    catalog = load_catalog()
+    ids = ", ".join(e.id for e in catalog.aux(arch)) or "(none)"
+    entry = next((e for e in catalog.entries if e.id == value), None)
+    if entry is None:
+        raise ConfigError(
+            f"{key} = {value!r} is neither an existing file nor a registry id",
+            hint=f"registry ids for {arch}: {ids} (see `realsr models list`); or give a file path",
+        )
+    if not entry.is_aux or entry.arch != arch:
+        what = f"{entry.arch} weights" if entry.is_aux else "a super-resolution model"
+        raise ConfigError(f"{key} = {value!r} names {what}, not {arch} weights", hint=f"registry ids for {arch}: {ids}")
+    return entry
+
+
+def resolve_vgg_weights(value: str, arch: str, *, key: str | None = None) -> Path:
+    """The local file for a ``loss.<arch>_weights`` value: an existing path as is, else the id of
+    an aux weights.toml entry of ``arch``, fetched through the registry cache (sha256 recorded in
+    weights.toml or trusted on first use; offline mode: cache only). Anything else is a
+    :class:`ConfigError` listing the ids."""
+    key = key or f"loss.{arch}_weights"
+    entry = _vgg_registry_entry(value, arch, key)
+    if entry is None:
+        return Path(value).expanduser()
+    from realsr_cli.registry import hub
+
+    path = hub.fetch(entry)  # WeightsError / DownloadError hints name `realsr models download ID`
+    log.info("%s = %s -> %s", key, entry.id, path)
+    return path
 
 
 def check_vgg_inputs(loss: ReconstructionLossConfig, needs: Mapping[str, str]) -> None:
@@ -276,8 +339,10 @@ def check_vgg_inputs(loss: ReconstructionLossConfig, needs: Mapping[str, str]) -
     if loss.allow_random_vgg:
         return
     for arch, purpose in needs.items():
-        if not loss.vgg_weights(arch):
+        value = loss.vgg_weights(arch)
+        if not value:
             raise _missing_vgg_error(arch, purpose)
+        _vgg_registry_entry(value, arch, f"loss.{arch}_weights")  # a registry id must be known (no download)
 
 
 def read_vgg_state_dict(path: str | Path) -> dict[str, Tensor]:
@@ -286,7 +351,9 @@ def read_vgg_state_dict(path: str | Path) -> dict[str, Tensor]:
     p = Path(path)
     if not p.is_file():
         raise WeightsError(
-            f"VGG weights not found: {p}", hint="check the path in loss.vgg*_weights"
+            f"VGG weights not found: {p}",
+            hint="check the path in loss.vgg*_weights (or use a registry id: "
+            f"{', '.join(VGG_REGISTRY_IDS.values())})",
         )
     suffix = p.suffix.lower()
     try:
@@ -317,11 +384,12 @@ def load_vgg_weights(
     vgg: VGGFeatureExtractor, loss: ReconstructionLossConfig, *, purpose: str
 ) -> None:
     """Load the configured ImageNet weights into ``vgg`` (``loss.vgg16_weights`` /
-    ``loss.vgg19_weights`` by its arch); with no path, keep it random only when
-    ``loss.allow_random_vgg`` (with a warning), else raise :class:`ConfigError`."""
-    path = loss.vgg_weights(vgg.arch)
-    if path:
-        vgg.load_torchvision_state_dict(read_vgg_state_dict(path))
+    ``loss.vgg19_weights`` by its arch: a path or a registry id, :func:`resolve_vgg_weights`);
+    with none set, keep it random only when ``loss.allow_random_vgg`` (with a warning), else raise
+    :class:`ConfigError`."""
+    value = loss.vgg_weights(vgg.arch)
+    if value:
+        vgg.load_torchvision_state_dict(read_vgg_state_dict(resolve_vgg_weights(value, vgg.arch)))
         return
     if not loss.allow_random_vgg:
         raise _missing_vgg_error(vgg.arch, purpose)

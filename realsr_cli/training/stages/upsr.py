@@ -30,7 +30,7 @@ heads we cannot ship. :class:`LPIPSStyleLoss` computes the same form on our own 
 (``training.losses.vgg``): relu1_2 .. relu5_3 features, unit-normalised along channels, squared
 difference, a per-channel weight (the LPIPS heads when ``loss.lpips_weights`` names the official
 ``vgg.pth`` v0.1 file, else 1: LPIPS' "baseline" variant), channel sum, spatial mean, layer sum. It
-needs ImageNet VGG-16 weights (``loss.vgg16_weights``, torchvision's ``vgg16-397923af.pth``) and
+needs ImageNet VGG-16 weights (``loss.vgg16_weights``: registry id ``vgg16-imagenet`` or a path) and
 refuses to run without them unless ``loss.allow_random_vgg = true`` (tests). Inputs are mapped to
 [0,1] and normalised with ImageNet statistics, the same affine map as LPIPS' scaling layer on
 [-1,1] inputs. The unit normalisation uses ``F.normalize`` (no NaN gradient at all-zero features,
@@ -207,8 +207,8 @@ class UPSRLossConfig:
         mse: weight of the pixel MSE on the [-1,1] scale (official: 1).
         lpips: weight lambda of the LPIPS-style term (official ``lpips_weight``: 0.5); 0 builds no
             VGG and needs no weights.
-        vgg16_weights: torchvision's ImageNet VGG-16 (``vgg16-397923af.pth`` or the same tensors
-            as ``.safetensors``).
+        vgg16_weights: torchvision's ImageNet VGG-16: a file path (``vgg16-397923af.pth`` or the
+            same tensors as ``.safetensors``) or the registry id ``vgg16-imagenet``.
         lpips_weights: optional LPIPS linear heads (the ``lpips`` package's
             ``weights/v0.1/vgg.pth``, keys ``lin{0..4}.model.1.weight``; or a ``.safetensors``
             with those keys); empty = all channel weights 1.
@@ -230,7 +230,8 @@ class UPSRLossConfig:
             raise ConfigError(f"loss.vgg_base_width must divide 64, got {self.vgg_base_width}")
 
     def vgg_weights(self, arch: str) -> str:
-        """The weights path for VGG ``arch`` (the interface ``_common``'s VGG helpers read)."""
+        """The weights path or registry id for VGG ``arch`` (the interface ``_common``'s VGG
+        helpers read)."""
         return self.vgg16_weights if arch == "vgg16" else ""
 
 
@@ -375,8 +376,8 @@ class LPIPSStyleLoss(nn.Module):
         if not self.vgg.pretrained and not self.allow_random_weights:
             raise WeightsError(
                 "the LPIPS-style loss has no pretrained VGG-16 weights",
-                hint="set loss.vgg16_weights (torchvision's vgg16-397923af.pth), or "
-                "loss.allow_random_vgg = true for tests",
+                hint='set loss.vgg16_weights = "vgg16-imagenet" (torchvision\'s checkpoint from the '
+                "registry) or a file path, or loss.allow_random_vgg = true for tests",
             )
         if sr.shape != hq.shape:
             raise UsageError(f"sr and hq differ in shape: {tuple(sr.shape)} vs {tuple(hq.shape)}")
