@@ -59,31 +59,45 @@ _HUB_KEYS = {"hub", "filename", "revision"}
 
 @dataclass(frozen=True)
 class WeightsSource:
-    """Where a file comes from: a Hugging Face Hub repo file pinned to a revision, or a URL."""
+    """Where a file comes from: a Hugging Face Hub repo file pinned to a revision, a URL, or
+    (``manual``) a web page the user downloads ``files`` from by hand (e.g. a Google Drive folder
+    without per-file links), then converts them with ``realsr convert``."""
 
-    kind: Literal["hub", "url"]
+    kind: Literal["hub", "url", "manual"]
     repo: str | None = None
     filename: str | None = None
     revision: str | None = None
     url: str | None = None
+    files: tuple[str, ...] = ()
 
     @property
     def basename(self) -> str:
         """File name of the source (last path component)."""
         if self.kind == "hub":
             return str(self.filename).rsplit("/", 1)[-1]
+        if self.kind == "manual":
+            return self.files[0]
+        if self.filename:  # hosts whose URL does not end in the file name (Google Drive)
+            return self.filename
         return unquote(urlsplit(str(self.url)).path.rsplit("/", 1)[-1])
 
     def describe(self) -> str:
         """One-line, stable description (also the trust store's ``source`` field)."""
         if self.kind == "hub":
             return f"hf://{self.repo}/{self.filename}@{self.revision}"
+        if self.kind == "manual":
+            return f"{', '.join(self.files)} from {self.url} (manual download)"
         return str(self.url)
 
     def to_json(self) -> dict[str, str]:
         if self.kind == "hub":
             return {"hub": str(self.repo), "filename": str(self.filename), "revision": str(self.revision)}
-        return {"url": str(self.url)}
+        if self.kind == "manual":
+            return {"manual": str(self.url), "files": list(self.files)}  # type: ignore[dict-item]
+        out = {"url": str(self.url)}
+        if self.filename:
+            out["filename"] = self.filename
+        return out
 
 
 @dataclass(frozen=True)
@@ -140,17 +154,33 @@ def _check_type(where: str, key: str, value: Any, tp: type | tuple[type, ...]) -
 def _parse_source(where: str, raw: Any) -> WeightsSource:
     if not isinstance(raw, dict):
         raise _fail(where, "'source' must be a table: { hub = ..., filename = ..., revision = ... } or { url = ... }")
+    if "manual" in raw:
+        if set(raw) != {"manual", "files"}:
+            raise _fail(where, "a manual source is { manual = 'https://page', files = ['a.pth', ...] }")
+        page = _check_type(where, "source.manual", raw["manual"], str)
+        files = _check_type(where, "source.files", raw["files"], list)
+        if not page.startswith("https://") or not files or not all(
+            isinstance(f, str) and f and "/" not in f for f in files
+        ):
+            raise _fail(where, "source.manual must be an https:// page and files plain file names")
+        return WeightsSource(kind="manual", url=page, files=tuple(files))
     if ("hub" in raw) == ("url" in raw):
-        raise _fail(where, "'source' needs exactly one of 'hub' or 'url'")
+        raise _fail(where, "'source' needs exactly one of 'hub', 'url' or 'manual'")
     if "url" in raw:
-        if set(raw) != {"url"}:
-            raise _fail(where, f"unknown key(s) in url source: {', '.join(sorted(set(raw) - {'url'}))}")
+        extra = set(raw) - {"url", "filename"}
+        if extra:
+            raise _fail(where, f"unknown key(s) in url source: {', '.join(sorted(extra))}")
         url = _check_type(where, "source.url", raw["url"], str)
+        name = raw.get("filename")
+        if name is not None:
+            name = _check_type(where, "source.filename", name, str)
+            if not name or "/" in name or "\\" in name or name in (".", ".."):
+                raise _fail(where, f"source.filename {name!r} must be a plain file name")
         parts = urlsplit(url)
         local = parts.scheme == "http" and parts.hostname in _LOCAL_HOSTS
         if not (parts.scheme in ("https", "file") or local) or not parts.path.rstrip("/"):
             raise _fail(where, f"source.url {url!r} must be an https:// (or file://) URL of a file")
-        return WeightsSource(kind="url", url=url)
+        return WeightsSource(kind="url", url=url, filename=name)
     unknown = set(raw) - _HUB_KEYS
     missing = _HUB_KEYS - set(raw)
     if unknown or missing:

@@ -348,6 +348,14 @@ def fetch(
     Raises WeightsError (no hash to verify against and no ``trust_on_first_use``), DownloadError
     (network, missing file, offline and not cached), ChecksumError (hash mismatch; nothing kept).
     """
+    if entry.source.kind == "manual":
+        files = " ".join(entry.source.files)
+        raise DownloadError(
+            f"{entry.id} cannot be downloaded automatically: its authors publish "
+            f"{', '.join(entry.source.files)} only on {entry.source.url}",
+            hint=f"download them by hand, then `realsr convert {files} --arch {entry.arch} "
+            f"-o {entry.id}.safetensors` and use `--weights {entry.id}.safetensors`",
+        )
     root = cache_root(cache_dir)
     expected = expected_sha256(entry, root)
     if expected is None and not trust_on_first_use:

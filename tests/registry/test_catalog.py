@@ -79,6 +79,10 @@ BAD_ENTRIES = [
     ({"source": {"url": "http://example.com/a.pth"}}, "https://"),
     ({"source": {"url": "https://example.com/"}}, "https://"),
     ({"source": {"url": "https://x/a.pth", "sha": "1"}}, "unknown key"),
+    ({"source": {"url": "https://x/dl?id=1", "filename": "a/b.pth"}}, "plain file name"),
+    ({"source": {"manual": "https://x/folder"}}, "manual source"),
+    ({"source": {"manual": "http://x/folder", "files": ["a.pth"]}}, "https:// page"),
+    ({"source": {"manual": "https://x/folder", "files": []}}, "https:// page"),
     ({"source": {"hub": "a/b", "filename": "f.safetensors"}}, "missing key"),
     ({"source": {"hub": "a/b", "filename": "f", "revision": "v1", "branch": "x"}}, "unknown key"),
     ({"source": {"hub": "not a repo", "filename": "f", "revision": "v1"}}, "owner/repo"),
@@ -134,6 +138,35 @@ def test_local_http_and_file_urls_are_allowed(tmp_path, tiny_arch):
         entry_dict(id="tiny-x2-file", source={"url": "file:///srv/models/a.safetensors"}),
     ]
     assert len(load_catalog(write_catalog(tmp_path / "w.toml", entries))) == 2
+
+
+def test_url_filename_and_manual_sources(tmp_path, tiny_arch):
+    entries = [
+        entry_dict(source={"url": "https://host/download?id=XYZ&confirm=t", "filename": "g.pth"}),
+        entry_dict(id="tiny-x2-manual", source={"manual": "https://host/folder",
+                                                "files": ["a.pth", "b.pth"]}),
+    ]
+    cat = load_catalog(write_catalog(tmp_path / "w.toml", entries))
+    url, manual = cat.get("tiny-x2"), cat.get("tiny-x2-manual")
+    assert url.source.basename == "g.pth" and url.source.to_json()["filename"] == "g.pth"
+    assert manual.source.kind == "manual" and manual.source.files == ("a.pth", "b.pth")
+    assert "manual download" in manual.source.describe()
+
+    from realsr_cli.errors import DownloadError
+    from realsr_cli.registry.hub import fetch
+
+    with pytest.raises(DownloadError) as err:  # never touches the network or the cache
+        fetch(manual, cache_dir=tmp_path / "cache", trust_on_first_use=True)
+    assert "realsr convert a.pth b.pth --arch tiny" in err.value.hint
+    assert not (tmp_path / "cache").exists()
+
+
+def test_shipped_realsrt_and_upsr_entries():
+    cat = load_catalog(package_catalog_path())
+    realsrt, upsr = cat.get("realsrt"), cat.get("upsr")
+    assert realsrt.id == "realsrt-x4" and realsrt.source.basename == "net_g_80000.pth"
+    assert upsr.id == "upsr-x4" and upsr.source.files == ("upsr.pth", "atd_real.pth")
+    assert realsrt.sha256 is None and upsr.sha256 is None  # never invented
 
 
 # --------------------------------------------------------------------------- resolution
