@@ -40,7 +40,7 @@ def _imports(path: Path) -> set[str]:
 
 def test_models_import_only_torch_einops_blocks_diffusion():
     allowed_roots = {"torch", "einops", "math", "dataclasses", "typing", "collections", "functools", "itertools",
-                     "__future__", "numbers", "enum", "warnings", "zlib", "contextlib", "re"}
+                     "__future__", "numbers", "enum", "warnings", "zlib", "contextlib", "contextvars", "re"}
     for path in (PKG / "models").rglob("*.py"):
         for name in _imports(path):
             root = name.split(".")[0]

@@ -82,6 +82,15 @@ MaxPixelsOpt = Annotated[
     int | None,
     typer.Option("--max-pixels", help="Refuse inputs with more pixels (decompression-bomb guard; 0 = no limit).", min=0),
 ]
+SaveAuxOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--save-aux",
+        help="Also write the model's auxiliary maps at LR size into this folder: NAME_depth.png "
+        "(16-bit) and NAME_kernel_var.png (heat map). SSR only.",
+        show_default=False,
+    ),
+]
 OfflineOpt = Annotated[bool, typer.Option("--offline", help="Use only cached weights; never download.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable result on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", help="Only errors on stderr.")]

@@ -20,6 +20,7 @@ from realsr_cli.cli._options import (
     Precision,
     PrecisionOpt,
     QualityOpt,
+    SaveAuxOpt,
     ScaleOpt,
     SeedOpt,
     StepsOpt,
@@ -28,6 +29,7 @@ from realsr_cli.cli._options import (
     TileOverlapOpt,
     WeightsOpt,
 )
+from realsr_cli.engine import api
 from realsr_cli.engine import batch as engine_batch
 from realsr_cli.errors import BatchFailedError
 
@@ -53,6 +55,7 @@ def batch(
     fmt: FormatOpt = None,
     alpha: AlphaOpt = AlphaMode.bicubic,
     max_pixels: MaxPixelsOpt = None,
+    save_aux: SaveAuxOpt = None,
     offline: OfflineOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -63,16 +66,22 @@ def batch(
       realsr batch ./photos ./photos_x4
 
       realsr batch ./scans ./out --recursive --glob '*.tif' --skip-existing --format png
+
+      realsr batch ./photos ./photos_x4 --model ssr --seed 0 --save-aux ./photos_aux
     """
     opts = _common.options(
         scale=scale, tile=tile, tile_overlap=tile_overlap, tile_batch=tile_batch, seed=seed, steps=steps,
         alpha=alpha.value, bit_depth=bit_depth, quality=quality, fmt=fmt, max_pixels=max_pixels,
     )
-    jobs = engine_batch.plan(in_dir, out_dir, recursive=recursive, pattern=glob, fmt=fmt)
+    jobs = engine_batch.plan(
+        in_dir, out_dir, recursive=recursive, pattern=glob, fmt=fmt, aux_dir=save_aux
+    )
     if not jobs:
         _output.warn(f"no images found in {in_dir}" + ("" if recursive else " (use --recursive for sub-folders)"))
     with _output.progress() as view:
         m = _common.load(model, weights, scale, device, precision.value, offline, view)
+        if save_aux is not None:
+            api.check_aux(m, save_aux)
         _output.info(f"model: {_common.describe(m)}; {len(jobs)} image(s)")
         view.images(len(jobs))
 

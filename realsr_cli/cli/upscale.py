@@ -21,6 +21,7 @@ from realsr_cli.cli._options import (
     Precision,
     PrecisionOpt,
     QualityOpt,
+    SaveAuxOpt,
     ScaleOpt,
     SeedOpt,
     StepsOpt,
@@ -54,6 +55,7 @@ def upscale(
     fmt: FormatOpt = None,
     alpha: AlphaOpt = AlphaMode.bicubic,
     max_pixels: MaxPixelsOpt = None,
+    save_aux: SaveAuxOpt = None,
     offline: OfflineOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -66,6 +68,8 @@ def upscale(
       realsr upscale photo.jpg --model femasr --scale 2 --tile 256
 
       cat photo.jpg | realsr upscale - -o - --format png > photo_x4.png
+
+      realsr upscale photo.jpg --model ssr --seed 0 --save-aux aux/
     """
     if output is None:
         output = "-" if input == "-" else None
@@ -80,12 +84,17 @@ def upscale(
         m = _common.load(model, weights, scale, device, precision.value, offline, view)
         dst = output or str(api.default_output_path(input, scale or m.scale))
         api.check_output_writable(dst)
+        if save_aux is not None:
+            api.check_aux(m, save_aux)
         _output.info(f"model: {_common.describe(m)}")
         report = api.upscale_file(
-            m, input, dst, opts, stdin=stdin, stdout=sys.stdout.buffer.write, progress=view.tiles
+            m, input, dst, opts, stdin=stdin, stdout=sys.stdout.buffer.write, progress=view.tiles,
+            aux_dir=save_aux,
         )
     if json_out:
         _output.emit_json(report.to_json())
     elif dst != "-":
         w, h = report.output_size
         _output.success(f"{report.input} -> {report.output} ({w}x{h}, {report.tiles} tile(s), {report.seconds:.1f}s)")
+    if not json_out and "aux" in report.extra:
+        _output.info(f"aux maps: {report.extra['aux']['depth']}, {report.extra['aux']['kernel_var']}")

@@ -39,6 +39,7 @@ __all__ = [
     "upscale_image",
     "upscale_file",
     "default_output_path",
+    "check_aux",
 ]
 
 
@@ -241,8 +242,13 @@ def default_output_path(src: str | Path, model_scale: float) -> Path:
 
 
 def manifest_for(model: LoadedModel, info: dict[str, Any]) -> dict[str, str]:
-    """Run manifest written into the output (PNG text chunks / EXIF)."""
-    return {
+    """Run manifest written into the output (PNG text chunks / EXIF).
+
+    A network may add architecture-specific entries with an optional ``manifest_extra()``
+    method returning ``dict[str, str]`` (e.g. SSR's ``depth_estimator``); they never replace
+    the standard keys.
+    """
+    manifest = {
         "software": f"realsr {__version__}",
         "model": model.weights_id or Path(model.weights_path or "").name,
         "arch": model.arch,
@@ -253,6 +259,11 @@ def manifest_for(model: LoadedModel, info: dict[str, Any]) -> dict[str, str]:
         "seed": "" if info.get("seed") is None else str(info["seed"]),
         "device": str(model.device),
     }
+    extra = getattr(model.net, "manifest_extra", None)
+    if callable(extra):
+        for key, value in extra().items():
+            manifest.setdefault(str(key), str(value))
+    return manifest
 
 
 def upscale_file(
@@ -264,12 +275,22 @@ def upscale_file(
     stdin: bytes | None = None,
     stdout: Callable[[bytes], Any] | None = None,
     progress: Progress | None = None,
+    aux_dir: str | Path | None = None,
 ) -> UpscaleReport:
     """Read ``src`` (or ``stdin`` bytes when src is ``-``), upscale, write ``dst`` atomically
-    (or hand the encoded bytes to ``stdout`` when dst is ``-``)."""
+    (or hand the encoded bytes to ``stdout`` when dst is ``-``).
+
+    ``aux_dir``: also write the model's auxiliary maps there (``NAME_depth.png``,
+    ``NAME_kernel_var.png``, NAME = the input's stem or ``stdin``; see
+    :mod:`realsr_cli.engine.auxmaps`); :class:`UsageError` before any work when the model has none.
+    """
     import time
 
+    from realsr_cli.engine import auxmaps
+
     t0 = time.perf_counter()
+    if aux_dir is not None:
+        auxmaps.require_aux(model)
     if str(src) == "-":
         if stdin is None:
             raise UsageError("input '-' needs image bytes on standard input")
@@ -279,6 +300,11 @@ def upscale_file(
 
     out, info = upscale_image(model, image, options, progress=progress)
     manifest = manifest_for(model, info)
+    maps = None
+    if aux_dir is not None:
+        maps = auxmaps.compute_aux(
+            model, _to_tensor(image.pixels), run_tile=info["tile"], tile_overlap=options.tile_overlap
+        )
     if str(dst) == "-":
         if stdout is None:
             raise UsageError("output '-' needs a writable standard output")
@@ -288,6 +314,11 @@ def upscale_file(
         io.write_image(
             dst, out, format=options.format, bit_depth=options.bit_depth, quality=options.quality, manifest=manifest
         )
+    extra: dict[str, Any] = {}
+    if maps is not None and aux_dir is not None:
+        stem = "stdin" if str(src) == "-" else Path(src).stem
+        depth_path, var_path = auxmaps.write_aux(maps, aux_dir, stem, manifest=manifest)
+        extra["aux"] = {"depth": str(depth_path), "kernel_var": str(var_path)}
     return UpscaleReport(
         input=str(src),
         output=str(dst),
@@ -302,7 +333,17 @@ def upscale_file(
         seed=info["seed"],
         seconds=time.perf_counter() - t0,
         fp32_fallbacks=info["fp32_fallbacks"],
+        extra=extra,
     )
+
+
+def check_aux(model: LoadedModel, aux_dir: str | Path) -> None:
+    """Fail early (before running a model) when ``--save-aux`` cannot work: the model has no
+    auxiliary maps (:class:`UsageError`) or ``aux_dir`` cannot be written."""
+    from realsr_cli.engine import auxmaps
+
+    auxmaps.require_aux(model)
+    check_output_writable(Path(aux_dir) / "aux.png")
 
 
 def check_output_writable(dst: str | Path) -> None:

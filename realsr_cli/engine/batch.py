@@ -17,8 +17,11 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Job:
+    """``aux_dir``: where ``--save-aux`` maps of this image go (the mirrored folder), or None."""
+
     src: Path
     dst: Path
+    aux_dir: Path | None = None
 
 
 @dataclass
@@ -48,20 +51,26 @@ def plan(
     recursive: bool = False,
     pattern: str | None = None,
     fmt: str | None = None,
+    aux_dir: str | Path | None = None,
 ) -> list[Job]:
-    """List the images under ``in_dir`` (sorted, deterministic) and their mirrored outputs."""
+    """List the images under ``in_dir`` (sorted, deterministic) and their mirrored outputs
+    (and, with ``aux_dir``, the mirrored folder of each image's auxiliary maps)."""
     src_root, dst_root = Path(in_dir), Path(out_dir)
+    aux_root = None if aux_dir is None else Path(aux_dir)
     if not src_root.is_dir():
         raise UsageError(f"input folder not found: {src_root}", hint="give an existing folder of images")
     if dst_root.resolve() == src_root.resolve():
         raise UsageError("output folder must differ from the input folder", hint="choose another OUT_DIR")
     candidates = src_root.rglob("*") if recursive else src_root.iterdir()
     dst_resolved = dst_root.resolve()
+    aux_resolved = None if aux_root is None else aux_root.resolve()
     jobs = []
     for p in sorted(candidates):
         if not p.is_file() or not io.is_image_path(p):
             continue
         if dst_resolved in p.resolve().parents:  # OUT_DIR inside IN_DIR: never re-read our outputs
+            continue
+        if aux_resolved is not None and aux_resolved in p.resolve().parents:  # same for aux maps
             continue
         rel = p.relative_to(src_root)
         if pattern and not (fnmatch.fnmatch(rel.as_posix(), pattern) or fnmatch.fnmatch(p.name, pattern)):
@@ -69,7 +78,7 @@ def plan(
         dst = dst_root / rel
         if fmt:
             dst = dst.with_suffix(io.suffix_for_format(fmt))
-        jobs.append(Job(p, dst))
+        jobs.append(Job(p, dst, None if aux_root is None else aux_root / rel.parent))
     return jobs
 
 
@@ -89,6 +98,10 @@ def run(
     progress: api.Progress | None = None,
 ) -> BatchSummary:
     """Upscale every job; a failing image is recorded and the batch goes on."""
+    if any(job.aux_dir is not None for job in jobs):
+        from realsr_cli.engine import auxmaps
+
+        auxmaps.require_aux(model)  # a usage error for the whole batch, not one per image
     t0 = time.perf_counter()
     summary = BatchSummary(total=len(jobs))
     for job in jobs:
@@ -100,7 +113,9 @@ def run(
         if on_start:
             on_start(job)
         try:
-            report = api.upscale_file(model, job.src, job.dst, options, progress=progress)
+            report = api.upscale_file(
+                model, job.src, job.dst, options, progress=progress, aux_dir=job.aux_dir
+            )
         except RealSRError as exc:
             msg = exc.message + (f" ({exc.hint})" if exc.hint else "")
             summary.failed.append((str(job.src), msg))

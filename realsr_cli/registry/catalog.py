@@ -382,6 +382,15 @@ class Catalog:
         sr = self.sr_entries
         names = sorted({*(e.id for e in sr), *self._aliases, *(e.arch for e in sr)})
         close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+        from realsr_cli.registry.archs import ARCHITECTURES
+
+        if name in ARCHITECTURES:  # a method we implement, but no published/shipped weights
+            return UnknownModelError(
+                f"no weights are published for {name!r} (the architecture is built in, but "
+                "there is no official checkpoint in the catalog)",
+                hint="train your own (`realsr train stages`, docs/training.md), then "
+                "`realsr upscale IMAGE --weights EXPORTED.safetensors`",
+            )
         hint = f"did you mean {' or '.join(close)}? " if close else ""
         return UnknownModelError(f"unknown model {name!r}", hint=hint + "see `realsr models list`")
 

@@ -221,6 +221,15 @@ class SSRNet(nn.Module):
             est = self.svkr(pad_to_multiple(lq, self.config.size_multiple))
             return est.depth[..., :h, :w], est.kernels[..., :h, :w]
 
+    def manifest_extra(self) -> dict[str, str]:
+        """Run-manifest entries (see ``engine.api.manifest_for``): which depth estimator ran."""
+        de = self.depth_estimator
+        if isinstance(de, DepthHead):
+            name = "ssr-depth-head (trained in realsr; no published depth model)"
+        else:
+            name = f"{type(de).__module__}.{type(de).__qualname__}"
+        return {"depth_estimator": name}
+
 
 # ---------------------------------------------------------------------- state dicts
 _HINT_TRAIN = (
