@@ -1,16 +1,13 @@
 """Training configuration: the sections every stage shares, as typed frozen dataclasses.
 
 A stage's config (``<Stage>.config_cls``) is a frozen dataclass that composes these common sections
-with its own ``model`` and ``loss`` sections::
+with its own ``model`` and ``loss`` sections. :class:`StageConfigBase` declares the common ones
+once; a stage extends it and redeclares a section (same name and type) to change its default: the
+field keeps its place, so the TOML keys and the section order stay the base's::
 
     @dataclass(frozen=True)
-    class FeMaSRStageConfig:
-        run: RunConfig = RunConfig()
-        data: DataConfig = DataConfig()
-        optim: OptimConfig = OptimConfig()
-        schedule: ScheduleConfig = ScheduleConfig()
-        ema: EMAConfig = EMAConfig()
-        val: ValConfig = ValConfig()
+    class FeMaSRStageConfig(StageConfigBase):        # run, data, optim, schedule, ema, val
+        ema: EMAConfig = EMAConfig(decay=0.9999)      # a redeclared section: new default
         model: FeMaSRConfig = FeMaSRConfig()          # the architecture being trained
         loss: FeMaSRLossConfig = FeMaSRLossConfig()    # stage-specific weights
 
@@ -32,6 +29,7 @@ __all__ = [
     "OptimConfig",
     "RunConfig",
     "ScheduleConfig",
+    "StageConfigBase",
     "ValConfig",
 ]
 
@@ -194,3 +192,19 @@ class ValConfig:
         _positive("val", every=self.every)
         if bool(self.lq_dir) != bool(self.hq_dir):
             raise ConfigError("val: set both lq_dir and hq_dir, or neither")
+
+
+@dataclass(frozen=True)
+class StageConfigBase:
+    """The six sections every stage config starts with (``run`` ... ``val``).
+
+    Subclasses add their own sections (``model``, ``loss`` ...) and override a default by
+    redeclaring the field, e.g. ``ema: EMAConfig = EMAConfig(decay=0.9999)``.
+    """
+
+    run: RunConfig = RunConfig()
+    data: DataConfig = DataConfig()
+    optim: OptimConfig = OptimConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    ema: EMAConfig = EMAConfig()
+    val: ValConfig = ValConfig()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import pytest
@@ -22,9 +21,9 @@ from realsr_cli.training.stages.femasr import (
     FeMaSRStage,
     FeMaSRStageConfig,
 )
+from tests.training.stage_helpers import CPU, StepCtx, smooth_images
 
 CONFIGS = Path(__file__).resolve().parents[2] / "realsr_cli" / "configs"
-CPU = torch.device("cpu")
 STEPS = 40
 
 
@@ -38,41 +37,10 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-class Ctx:
-    """Minimal StepContext: no autocast, one Adam per param group, plain backward + step."""
-
-    def __init__(self, stage, optim) -> None:
-        self.step = 0
-        self.device = CPU
-        self.optimizers = {
-            name: torch.optim.Adam(
-                params, lr=(optim.lr_d or optim.lr) if name == "d" else optim.lr, betas=optim.betas
-            )
-            for name, params in stage.param_groups().items()
-        }
-
-    def autocast(self):
-        return contextlib.nullcontext()
-
-    def backward_step(self, loss, optimizer: str) -> None:
-        opt = self.optimizers[optimizer]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-
 def tiny(stage: str, *overrides: str):
     cls = get_stage(stage)
     cfg = from_dict(cls.config_cls, load_toml(str(CONFIGS / f"{stage}-tiny.toml")))
     return apply_overrides(cfg, list(overrides))
-
-
-def smooth_images(n: int, size: int, seed: int) -> torch.Tensor:
-    """(n,3,size,size) smooth random images in [0,1]: bicubic-upsampled 6x6 noise."""
-    g = torch.Generator().manual_seed(seed)
-    return F.interpolate(
-        torch.rand(n, 3, 6, 6, generator=g), size=(size, size), mode="bicubic", align_corners=False
-    ).clamp(0, 1)
 
 
 def batches(hq_pool: torch.Tensor, scale: int, steps: int, batch: int):
@@ -85,7 +53,8 @@ def batches(hq_pool: torch.Tensor, scale: int, steps: int, batch: int):
 
 def train(stage, steps: int) -> list[dict[str, float]]:
     cfg = stage.config
-    ctx = Ctx(stage, cfg.optim)
+    optim = cfg.optim
+    ctx = StepCtx(stage, optim.lr, lr_d=optim.lr_d or optim.lr, betas=optim.betas)
     for net in stage.nets.values():
         net.train()
     for module in stage.frozen():

@@ -3,7 +3,6 @@ tiny configs, CPU, chained through their exported files like a real run."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from pathlib import Path
 
@@ -16,9 +15,9 @@ from realsr_cli.errors import ConfigError, UsageError
 from realsr_cli.models.realsrt import CCMConfig, RealSRTNet
 from realsr_cli.registry.loader import load_weights, save_weights
 from realsr_cli.training.stages import realsrt as rs
+from tests.training.stage_helpers import CPU, StepCtx, smooth_images
 
 CONFIGS = Path(__file__).resolve().parents[2] / "realsr_cli" / "configs"
-CPU = torch.device("cpu")
 STEPS = 40
 STAGES = {
     "realsrt-vqgan": rs.RealSRTVQGANStage,
@@ -28,47 +27,19 @@ STAGES = {
 }
 
 
-class StepCtx:
-    """The StepContext a test needs: no autocast; per param group an Adam stepped after backward."""
-
-    def __init__(self, stage, lr: float) -> None:
-        self.step = 0
-        self.device = CPU
-        self.opts = {
-            name: torch.optim.Adam(params, lr=lr, betas=(0.5, 0.9))
-            for name, params in stage.param_groups().items()
-        }
-
-    def autocast(self):
-        return contextlib.nullcontext()
-
-    def backward_step(self, loss, optimizer: str) -> None:
-        opt = self.opts[optimizer]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-
 def tiny_config(stage: str, *overrides: str):
     cfg = from_dict(STAGES[stage].config_cls, load_toml(str(CONFIGS / f"{stage}-tiny.toml")))
     return apply_overrides(cfg, list(overrides))
 
 
-def smooth(n: int, size: int, seed: int) -> torch.Tensor:
-    """(n,3,size,size) smooth random images in [0,1] (bicubic-upsampled 5x5 noise)."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(n, 3, 5, 5, generator=g)
-    return F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
-
-
 def run_steps(stage, steps: int = STEPS, lr: float = 1e-3) -> list[dict[str, float]]:
     cfg = stage.config
-    ctx = StepCtx(stage, lr)
+    ctx = StepCtx(stage, lr, betas=(0.5, 0.9))
     for net in stage.nets.values():
         net.train()
     for module in stage.frozen():
         module.eval()
-    pool = smooth(6, cfg.data.patch_size, seed=0)
+    pool = smooth_images(6, cfg.data.patch_size, seed=0, grid=5)
     pick = torch.Generator().manual_seed(1)
     logs = []
     for step in range(steps):
@@ -115,7 +86,7 @@ SCHEDULE = {
 @torch.no_grad()
 def critic_eval_bce(stage) -> float:
     """The critic's BCE on a fixed held-out batch with fixed masks (32 samples: low variance)."""
-    hq = smooth(32, stage.config.data.patch_size, seed=9)
+    hq = smooth_images(32, stage.config.data.patch_size, seed=9, grid=5)
     lq = F.interpolate(hq, scale_factor=1 / stage.config.data.scale, mode="area")
     lr_ids, hr_ids, _ = stage.tokens(lq, hq)
     with torch.random.fork_rng(devices=[]):
@@ -401,12 +372,12 @@ def test_final_export_round_trip_and_seeded_upscale(chain):
     for key, value in net.state_dict().items():
         assert torch.equal(value, export.state_dict[key]), key
     model = realsr_cli.load_model(str(path))
-    lq = smooth(1, 16, seed=5)
+    lq = smooth_images(1, 16, seed=5, grid=5)
     a = model(lq, generator=torch.Generator().manual_seed(7))
     b = model(lq, generator=torch.Generator().manual_seed(7))
     assert a.shape == (1, 3, 64, 64) and torch.equal(a, b)
     torch.testing.assert_close(a, stage.predict(lq))
-    big = stage.predict(smooth(1, 24, seed=6))
+    big = stage.predict(smooth_images(1, 24, seed=6, grid=5))
     assert big.shape == (1, 3, 96, 96) and torch.isfinite(big).all()
 
 
@@ -475,7 +446,7 @@ def test_tiny_export_tiles_on_its_own_patch_side(tmp_path):
                         state_dict=net.state_dict())
     model = load_model(str(path))
     assert (model.spec.default_tile, model.spec.tile_multiple) == (16, 8)
-    lq = smooth(1, 37, seed=3)
+    lq = smooth_images(1, 37, seed=3, grid=5)
     result = run_model(model, lq, RunOptions(steps=1))
     assert result.sr.shape[-2:] == (37 * cfg.scale, 37 * cfg.scale)
     assert result.tiles > 1

@@ -4,7 +4,6 @@ through the registry loader, resume state is exact, config errors are clear, eve
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import pytest
@@ -27,9 +26,9 @@ from realsr_cli.training.stages.ssr import (
     SSRStageConfig,
     build_seeded_model,
 )
+from tests.training.stage_helpers import CPU, StepCtx, smooth_images
 
 CONFIGS = Path(realsr_cli.__file__).parent / "configs"
-CPU = torch.device("cpu")
 STAGES = {
     "ssr-kernel": (SSRKernelStage, SSRKernelStageConfig),
     "ssr-nbsr": (SSRNBSRStage, SSRNBSRStageConfig),
@@ -43,25 +42,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-class _Ctx:
-    """The trainer's StepContext, reduced to what a CPU test needs (one Adam per param group)."""
-
-    def __init__(self, stage, lr: float) -> None:
-        self.step, self.device = 0, CPU
-        self.optimizers = {
-            name: torch.optim.Adam(params, lr=lr) for name, params in stage.param_groups().items()
-        }
-
-    def autocast(self):
-        return contextlib.nullcontext()
-
-    def backward_step(self, loss: Tensor, optimizer: str) -> None:
-        opt = self.optimizers[optimizer]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
 
 
 def _config(name: str, *overrides: str):
@@ -78,12 +58,11 @@ def _stage(name: str, *overrides: str):
 
 def _hq(n: int = 2, size: int = 32, seed: int = 0) -> dict[str, Tensor]:
     """Smooth random HR patches (bilinear 8x8 -> size); the stages make the LR themselves."""
-    g = torch.Generator().manual_seed(seed)
-    return {"hq": F.interpolate(torch.rand(n, 3, 8, 8, generator=g), size=size, mode="bilinear")}
+    return {"hq": smooth_images(n, size, seed, grid=8, mode="bilinear")}
 
 
 def _train(stage, steps: int, key: str) -> list[float]:
-    ctx = _Ctx(stage, stage.config.optim.lr)
+    ctx = StepCtx(stage, stage.config.optim.lr)
     for net in stage.nets.values():
         net.train()
     for module in stage.frozen():

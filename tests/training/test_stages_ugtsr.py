@@ -21,14 +21,13 @@ from realsr_cli.training.stages.ugtsr import (
     UGTSRUncertaintyStage,
     UGTSRUncertaintyStageConfig,
 )
+from tests.training.stage_helpers import CPU, smooth_images
 from tests.training.test_stages_femasr import (
     CONFIGS,
-    CPU,
     batches,
     mean,
     prior_state,
     roundtrip,
-    smooth_images,
     train,
 )
 

@@ -4,7 +4,6 @@ errors are clear, and every shipped TOML loads."""
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import pytest
@@ -26,9 +25,9 @@ from realsr_cli.training.stages.upsr import (
     UPSRStage,
     UPSRStageConfig,
 )
+from tests.training.stage_helpers import CPU, StepCtx, smooth_images
 
 CONFIGS = Path(realsr_cli.__file__).parent / "configs"
-CPU = torch.device("cpu")
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -38,25 +37,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-class _Ctx:
-    """The trainer's StepContext, reduced to what a CPU test needs (one Adam per param group)."""
-
-    def __init__(self, stage, lr: float) -> None:
-        self.step, self.device = 0, CPU
-        self.optimizers = {
-            name: torch.optim.Adam(params, lr=lr) for name, params in stage.param_groups().items()
-        }
-
-    def autocast(self):
-        return contextlib.nullcontext()
-
-    def backward_step(self, loss: Tensor, optimizer: str) -> None:
-        opt = self.optimizers[optimizer]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
 
 
 def _config(cls, name: str, *overrides: str):
@@ -73,13 +53,12 @@ def _stage(cls, config, seed: int = 0):
 
 def _smooth_batch(n: int = 2, size: int = 64, seed: int = 0) -> dict[str, Tensor]:
     """Smooth random HR patches (bilinear 8x8 -> size) and their x4 area-downsampled LR."""
-    g = torch.Generator().manual_seed(seed)
-    hq = F.interpolate(torch.rand(n, 3, 8, 8, generator=g), size=size, mode="bilinear")
+    hq = smooth_images(n, size, seed, grid=8, mode="bilinear")
     return {"hq": hq, "lq": F.interpolate(hq, scale_factor=0.25, mode="area")}
 
 
 def _train(stage, steps: int, batch: dict[str, Tensor], key: str) -> list[float]:
-    ctx = _Ctx(stage, stage.config.optim.lr)
+    ctx = StepCtx(stage, stage.config.optim.lr)
     for net in stage.nets.values():
         net.train()
     for module in stage.frozen():

@@ -85,7 +85,7 @@ from realsr_cli.training.config import (
     OptimConfig,
     RunConfig,
     ScheduleConfig,
-    ValConfig,
+    StageConfigBase,
 )
 from realsr_cli.training.discriminators import UNetDiscriminatorConfig
 from realsr_cli.training.losses import PerceptualLoss, mse_loss
@@ -318,7 +318,20 @@ def _check_token_data(data: DataConfig, model: RealSRTConfig, where: str) -> Non
 
 
 @dataclass(frozen=True)
-class RealSRTVQGANStageConfig:
+class _RealSRTStageConfigBase(StageConfigBase):
+    """The sections the four RealSRT stages share; the defaults are the token stages' (generator,
+    critic), which the VQGAN and CCM stages redeclare where theirs differ."""
+
+    run: RunConfig = RunConfig(max_steps=800_000)
+    data: DataConfig = _SR_DATA
+    optim: OptimConfig = _TOKEN_OPTIM
+    schedule: ScheduleConfig = _TOKEN_SCHEDULE
+    ema: EMAConfig = _EMA
+    model: RealSRTConfig = RealSRTConfig()
+
+
+@dataclass(frozen=True)
+class RealSRTVQGANStageConfig(_RealSRTStageConfigBase):
     """``realsrt-vqgan``: the tokenizer of ``model`` on HR patches (``data.scale = 1``).
 
     ``model`` is the whole RealSRT config: the export is a complete ``realsrt`` network.
@@ -329,8 +342,6 @@ class RealSRTVQGANStageConfig:
     optim: OptimConfig = _GAN_OPTIM
     schedule: ScheduleConfig = _CONSTANT
     ema: EMAConfig = _NO_EMA
-    val: ValConfig = ValConfig()
-    model: RealSRTConfig = RealSRTConfig()
     discriminator: UNetDiscriminatorConfig = UNetDiscriminatorConfig()
     loss: RealSRTVQGANLossConfig = RealSRTVQGANLossConfig()
 
@@ -350,16 +361,9 @@ class RealSRTVQGANStageConfig:
 
 
 @dataclass(frozen=True)
-class RealSRTGeneratorStageConfig:
+class RealSRTGeneratorStageConfig(_RealSRTStageConfigBase):
     """``realsrt-generator``: the generator on a frozen tokenizer (``inputs.vqgan_weights``)."""
 
-    run: RunConfig = RunConfig(max_steps=800_000)
-    data: DataConfig = _SR_DATA
-    optim: OptimConfig = _TOKEN_OPTIM
-    schedule: ScheduleConfig = _TOKEN_SCHEDULE
-    ema: EMAConfig = _EMA
-    val: ValConfig = ValConfig()
-    model: RealSRTConfig = RealSRTConfig()
     inputs: RealSRTGeneratorInputsConfig = RealSRTGeneratorInputsConfig()
 
     def __post_init__(self) -> None:
@@ -367,17 +371,10 @@ class RealSRTGeneratorStageConfig:
 
 
 @dataclass(frozen=True)
-class RealSRTCriticStageConfig:
+class RealSRTCriticStageConfig(_RealSRTStageConfigBase):
     """``realsrt-critic``: the critic on a frozen tokenizer + generator
     (``inputs.generator_weights``)."""
 
-    run: RunConfig = RunConfig(max_steps=800_000)
-    data: DataConfig = _SR_DATA
-    optim: OptimConfig = _TOKEN_OPTIM
-    schedule: ScheduleConfig = _TOKEN_SCHEDULE
-    ema: EMAConfig = _EMA
-    val: ValConfig = ValConfig()
-    model: RealSRTConfig = RealSRTConfig()
     inputs: RealSRTCriticInputsConfig = RealSRTCriticInputsConfig()
     loss: RealSRTCriticLossConfig = RealSRTCriticLossConfig()
 
@@ -386,7 +383,7 @@ class RealSRTCriticStageConfig:
 
 
 @dataclass(frozen=True)
-class RealSRTCCMStageConfig:
+class RealSRTCCMStageConfig(_RealSRTStageConfigBase):
     """``realsrt-ccm``: the conditional controlling module on a frozen tokenizer + masked
     transformer (``inputs.critic_weights``)."""
 
@@ -394,9 +391,6 @@ class RealSRTCCMStageConfig:
     data: DataConfig = DataConfig(scale=4, patch_size=256, batch_size=8, pipeline="realesrgan")
     optim: OptimConfig = _GAN_OPTIM
     schedule: ScheduleConfig = _CONSTANT
-    ema: EMAConfig = _EMA
-    val: ValConfig = ValConfig()
-    model: RealSRTConfig = RealSRTConfig()
     discriminator: UNetDiscriminatorConfig = UNetDiscriminatorConfig()
     inputs: RealSRTCCMInputsConfig = RealSRTCCMInputsConfig()
     loss: RealSRTImageLossConfig = RealSRTImageLossConfig()

@@ -73,7 +73,7 @@ from realsr_cli.training.config import (
     OptimConfig,
     RunConfig,
     ScheduleConfig,
-    ValConfig,
+    StageConfigBase,
 )
 from realsr_cli.training.degradations.spatial import (
     SpatialBlurConfig,
@@ -240,23 +240,23 @@ def _check_common(data: DataConfig, model: SSRConfig, where: str, multiple: int 
         )
 
 
-_DATA = DataConfig(scale=1, patch_size=256, batch_size=16, pipeline="realesrgan")
-_OPTIM = OptimConfig(lr=1e-4, betas=(0.9, 0.999))
-_SCHEDULE = ScheduleConfig(kind="constant", milestones=())
+@dataclass(frozen=True)
+class _SSRStageConfigBase(StageConfigBase):
+    """The sections (and defaults) the three SSR stages share."""
+
+    run: RunConfig = RunConfig(max_steps=200_000, checkpoint_every=10_000)
+    data: DataConfig = DataConfig(scale=1, patch_size=256, batch_size=16, pipeline="realesrgan")
+    optim: OptimConfig = OptimConfig(lr=1e-4, betas=(0.9, 0.999))
+    schedule: ScheduleConfig = ScheduleConfig(kind="constant", milestones=())
+    ema: EMAConfig = EMAConfig(decay=0.999)
+    model: SSRConfig = SSRConfig()
+    degradation: SpatialBlurConfig = SpatialBlurConfig()
 
 
 @dataclass(frozen=True)
-class SSRKernelStageConfig:
+class SSRKernelStageConfig(_SSRStageConfigBase):
     """``ssr-kernel``: DKENet + depth head on synthetic spatially variant blur."""
 
-    run: RunConfig = RunConfig(max_steps=200_000, checkpoint_every=10_000)
-    data: DataConfig = _DATA
-    optim: OptimConfig = _OPTIM
-    schedule: ScheduleConfig = _SCHEDULE
-    ema: EMAConfig = EMAConfig(decay=0.999)
-    val: ValConfig = ValConfig()
-    model: SSRConfig = SSRConfig()
-    degradation: SpatialBlurConfig = SpatialBlurConfig()
     loss: SSRKernelLossConfig = SSRKernelLossConfig()
 
     def __post_init__(self) -> None:
@@ -264,17 +264,9 @@ class SSRKernelStageConfig:
 
 
 @dataclass(frozen=True)
-class SSRNBSRStageConfig:
+class SSRNBSRStageConfig(_SSRStageConfigBase):
     """``ssr-nbsr``: the non-blind RRDB SR network, frozen depth head + DKENet."""
 
-    run: RunConfig = RunConfig(max_steps=200_000, checkpoint_every=10_000)
-    data: DataConfig = _DATA
-    optim: OptimConfig = _OPTIM
-    schedule: ScheduleConfig = _SCHEDULE
-    ema: EMAConfig = EMAConfig(decay=0.999)
-    val: ValConfig = ValConfig()
-    model: SSRConfig = SSRConfig()
-    degradation: SpatialBlurConfig = SpatialBlurConfig()
     inputs: SSRNBSRInputsConfig = SSRNBSRInputsConfig()
     loss: SSRNBSRLossConfig = SSRNBSRLossConfig()
 
@@ -283,17 +275,11 @@ class SSRNBSRStageConfig:
 
 
 @dataclass(frozen=True)
-class SSRStageConfig:
+class SSRStageConfig(_SSRStageConfigBase):
     """``ssr``: the AMF diffusion denoiser on frozen SVKR parts."""
 
     run: RunConfig = RunConfig(max_steps=400_000, checkpoint_every=10_000)
-    data: DataConfig = _DATA
-    optim: OptimConfig = _OPTIM
-    schedule: ScheduleConfig = _SCHEDULE
     ema: EMAConfig = EMAConfig(decay=0.9999)
-    val: ValConfig = ValConfig()
-    model: SSRConfig = SSRConfig()
-    degradation: SpatialBlurConfig = SpatialBlurConfig()
     inputs: SSRInputsConfig = SSRInputsConfig()
     loss: SSRLossConfig = SSRLossConfig()
 
