@@ -92,6 +92,9 @@ class DataConfig:
         flip, rot90: random horizontal flip / 90-degree rotation augmentation.
         min_size: HR images smaller than ``patch_size`` are skipped with a warning; images
             below this side are an error (corrupt/tiny inputs).
+        cache_images: keep every decoded HR image in memory (uint8/uint16 as stored, per
+            process / DataLoader worker) instead of decoding a file per patch; for small
+            corpora of large photos (decoding dominates a CPU step), costs H*W*3 bytes per image.
     """
 
     hr_dir: str = ""
@@ -103,6 +106,7 @@ class DataConfig:
     flip: bool = True
     rot90: bool = True
     min_size: int = 8
+    cache_images: bool = False
 
     def __post_init__(self) -> None:
         _positive("data", patch_size=self.patch_size, scale=self.scale, batch_size=self.batch_size)

@@ -81,6 +81,14 @@ def image_to_tensor(path: str | Path) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))
 
 
+def _stored_pixels(path: Path) -> np.ndarray:
+    """(H,W,3) uint8 (8-bit files) or uint16 (16-bit files) of an image, for the patch cache."""
+    img = read_image(path, max_pixels=None)
+    pixels = img.pixels if img.pixels.shape[2] != 1 else np.repeat(img.pixels, 3, axis=2)
+    peak = 255.0 if img.bit_depth == 8 else 65535.0
+    return np.rint(pixels[..., :3] * peak).astype(np.uint8 if img.bit_depth == 8 else np.uint16)
+
+
 class HRPatches(Dataset):
     """Random HR patches: ``dataset[(epoch, index)] -> {"hq": (3,P,P), "key": (2,) int64}``.
 
@@ -98,8 +106,11 @@ class HRPatches(Dataset):
         flip: bool = True,
         rot90: bool = True,
         min_size: int = 8,
+        cache_images: bool = False,
     ) -> None:
         self.root = Path(root)
+        self.cache_images = cache_images
+        self._cache: dict[int, np.ndarray] = {}
         self.patch_size = patch_size
         self.seed = seed
         self.flip = flip
@@ -134,15 +145,27 @@ class HRPatches(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
+    def _crop(self, index: int, rng: np.random.Generator) -> Tensor:
+        """A random (3,P,P) float32 crop in [0,1] of image ``index`` (cached images crop first)."""
+        p = self.patch_size
+        if not self.cache_images:
+            img = image_to_tensor(self.paths[index])
+            _, h, w = img.shape
+            top, left = int(rng.integers(0, h - p + 1)), int(rng.integers(0, w - p + 1))
+            return img[:, top : top + p, left : left + p]
+        stored = self._cache.get(index)
+        if stored is None:
+            stored = self._cache.setdefault(index, _stored_pixels(self.paths[index]))
+        h, w = stored.shape[:2]
+        top, left = int(rng.integers(0, h - p + 1)), int(rng.integers(0, w - p + 1))
+        crop = stored[top : top + p, left : left + p].astype(np.float32)
+        crop /= 255.0 if stored.dtype == np.uint8 else 65535.0
+        return torch.from_numpy(crop).permute(2, 0, 1)
+
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Tensor]:
         epoch, index = int(key[0]), int(key[1])
-        img = image_to_tensor(self.paths[index])
         rng = np.random.default_rng(sample_seed(self.seed, _CROP, epoch, index))
-        p = self.patch_size
-        _, h, w = img.shape
-        top = int(rng.integers(0, h - p + 1))
-        left = int(rng.integers(0, w - p + 1))
-        patch = img[:, top : top + p, left : left + p]
+        patch = self._crop(index, rng)
         hflip, vflip, transpose = (rng.random(3) < 0.5).tolist()
         if self.flip and hflip:
             patch = patch.flip(2)

@@ -12,15 +12,14 @@ Backend: NCCL for CUDA, Gloo for CPU (useful for tests and tiny runs). Each rank
 from __future__ import annotations
 
 import logging
-import os
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
 from realsr_cli.engine.device import resolve_device
-from realsr_cli.errors import DeviceError, UsageError
+from realsr_cli.engine.distributed import DistInfo, env_info  # shared with `realsr batch`
+from realsr_cli.errors import DeviceError
 
 log = logging.getLogger(__name__)
 
@@ -34,45 +33,6 @@ __all__ = [
     "setup",
     "teardown",
 ]
-
-
-@dataclass(frozen=True)
-class DistInfo:
-    """Where this process sits: global ``rank`` of ``world_size``, ``local_rank`` on its node."""
-
-    rank: int = 0
-    local_rank: int = 0
-    world_size: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "")
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise UsageError(f"environment variable {name}={raw!r} is not an integer") from None
-
-
-def env_info() -> DistInfo:
-    """Rank/world from torchrun's environment variables (single process when they are unset)."""
-    info = DistInfo(
-        rank=_env_int("RANK", 0),
-        local_rank=_env_int("LOCAL_RANK", 0),
-        world_size=_env_int("WORLD_SIZE", 1),
-    )
-    if info.world_size < 1 or not 0 <= info.rank < info.world_size:
-        raise UsageError(f"invalid torchrun environment: RANK={info.rank} WORLD_SIZE={info.world_size}")
-    return info
 
 
 def setup(device_name: str = "auto") -> tuple[DistInfo, torch.device]:

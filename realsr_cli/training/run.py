@@ -73,6 +73,19 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 PACKAGED_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
+#: suffixes of shipped variant configs: ``-tiny`` (CPU smoke tests), ``-cpu`` (the recipe of the
+#: embedded default model); the stage is the name without them, the bare name is the paper recipe
+CONFIG_VARIANTS = ("-tiny", "-cpu")
+
+
+def config_stage(name: str) -> str:
+    """The stage a shipped config name belongs to: ``ugtsr-cpu`` -> ``ugtsr``."""
+    for suffix in CONFIG_VARIANTS:
+        if name.endswith(suffix):
+            return name.removesuffix(suffix)
+    return name
+
+
 def packaged_configs() -> list[str]:
     """Names of the shipped configs, e.g. ``["femasr", "femasr-tiny", ...]``."""
     return sorted(p.stem for p in PACKAGED_CONFIGS.glob("*.toml"))

@@ -225,7 +225,8 @@ class Trainer:
 
         data = cfg.data
         self.dataset = HRPatches(data.hr_dir, data.patch_size, seed=seed, flip=data.flip,
-                                 rot90=data.rot90, min_size=data.min_size)
+                                 rot90=data.rot90, min_size=data.min_size,
+                                 cache_images=data.cache_images)
         self.sampler = ShardSampler(len(self.dataset), data.batch_size, seed=seed, rank=rank,
                                     world_size=self.dist.world_size, start_step=self.step)
         self.loader = make_loader(self.dataset, self.sampler, num_workers=data.num_workers,

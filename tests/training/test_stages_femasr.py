@@ -13,6 +13,7 @@ from realsr_cli.errors import ConfigError, UsageError
 from realsr_cli.models.femasr import PRIOR_PREFIXES, FeMaSRNet
 from realsr_cli.registry.loader import load_weights, save_weights
 from realsr_cli.training.losses import VGGFeatureExtractor
+from realsr_cli.training.run import config_stage
 from realsr_cli.training.stages import STAGES, get_stage
 from realsr_cli.training.stages._common import load_vgg_weights
 from realsr_cli.training.stages.femasr import (
@@ -102,7 +103,7 @@ def test_stage_table_is_lazy_and_complete():
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("femasr*.toml")), ids=lambda p: p.name)
 def test_shipped_configs_load(path):
-    stage = path.stem.removesuffix("-tiny")
+    stage = config_stage(path.stem)
     data = load_toml(str(path))
     cfg = from_dict(get_stage(stage).config_cls, data)
     assert cfg.model.scale == cfg.data.scale
@@ -287,3 +288,34 @@ def test_femasr_config_validation():
         tiny("femasr", "model.lq_stage=false", "model.scale=1", "data.scale=1")
     with pytest.raises(ConfigError, match="swin_window"):
         tiny("femasr", "data.patch_size=80")
+
+
+def test_hrp_dead_code_restarts_reseed_unused_codes_from_features():
+    stage = get_stage("femasr-hrp")(tiny("femasr-hrp", "loss.restart_dead_codes=3"), CPU)
+    codebook = stage.net("g").quantize_group[0].embedding.weight
+    k, c = codebook.shape
+    before = codebook.detach().clone()
+    feats = torch.randn(2, c, 4, 4, generator=torch.Generator().manual_seed(0)) * 3.0
+    only_0_and_1 = torch.zeros(2, 1, 4, 4, dtype=torch.int64)
+    only_0_and_1[0, 0, 0, 0] = 1
+    for step in range(2):  # no restart before the 3rd step
+        assert stage._restart_dead_codes(feats, only_0_and_1, step) == {"batch_codes": 2.0}
+    assert torch.equal(codebook.detach(), before)
+    stage._restart_dead_codes(feats, only_0_and_1, 2)
+    after = codebook.detach()
+    assert torch.equal(after[:2], before[:2])  # used codes are kept
+    rows = feats.permute(0, 2, 3, 1).reshape(-1, c)
+    nearest = torch.cdist(after[2:], rows).min(1).values  # each re-seeded code = a feature + 1% noise
+    assert nearest.max() < 0.05 * rows.std() * c**0.5 * 2 and not torch.equal(after[2:], before[2:])
+    # usage counting restarts after a restart: codes used since then are kept next time
+    again = after.clone()
+    stage._restart_dead_codes(feats, torch.arange(k).view(1, 1, 1, k)[..., :16].reshape(1, 1, 4, 4), 3)
+    stage._restart_dead_codes(feats, torch.arange(16, 32).reshape(1, 1, 4, 4) % k, 4)
+    stage._restart_dead_codes(feats, torch.zeros(1, 1, 4, 4, dtype=torch.int64), 5)
+    assert torch.equal(codebook.detach(), again)  # all 32 codes used within the window
+    logs = train(get_stage("femasr-hrp")(tiny("femasr-hrp", "loss.restart_dead_codes=2"), CPU), 2)
+    assert all("batch_codes" in row for row in logs)
+    off = get_stage("femasr-hrp")(tiny("femasr-hrp"), CPU)
+    assert "batch_codes" not in train(off, 1)[0]  # off by default (the paper)
+    with pytest.raises(ConfigError, match="restart_dead_codes"):
+        tiny("femasr-hrp", "loss.restart_dead_codes=-1")

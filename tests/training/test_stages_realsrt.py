@@ -14,6 +14,7 @@ from realsr_cli._config import apply_overrides, from_dict, load_toml
 from realsr_cli.errors import ConfigError, UsageError
 from realsr_cli.models.realsrt import CCMConfig, RealSRTNet
 from realsr_cli.registry.loader import load_weights, save_weights
+from realsr_cli.training.run import config_stage
 from realsr_cli.training.stages import realsrt as rs
 from tests.training.stage_helpers import CPU, StepCtx, smooth_images
 
@@ -134,7 +135,7 @@ def chain(tmp_path_factory):
 # ------------------------------------------------------------------------------ configs
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("realsrt-*.toml")), ids=lambda p: p.name)
 def test_shipped_configs_load(path):
-    stage = path.stem.removesuffix("-tiny")
+    stage = config_stage(path.stem)
     data = load_toml(str(path))
     cfg = from_dict(STAGES[stage].config_cls, data)
     assert STAGES[stage].name == stage and STAGES[stage].config_cls is type(cfg)

@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 
 from realsr_cli._config import from_dict, load_toml
-from realsr_cli.training.run import PACKAGED_CONFIGS, find_config_file, packaged_configs
+from realsr_cli.training.run import (
+    PACKAGED_CONFIGS,
+    config_stage,
+    find_config_file,
+    packaged_configs,
+)
 from realsr_cli.training.stage import Stage
 from realsr_cli.training.stages import STAGES, get_stage
 
@@ -22,7 +27,7 @@ def test_stage_class_and_configs(name):
 
 def test_every_shipped_config_belongs_to_a_stage():
     for config in packaged_configs():
-        stage = config.removesuffix("-tiny")
+        stage = config_stage(config)
         assert stage in STAGES, f"configs/{config}.toml names no registered stage"
 
 

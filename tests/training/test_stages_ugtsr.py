@@ -14,6 +14,7 @@ from realsr_cli.models.femasr import FeMaSRNet
 from realsr_cli.models.ugtsr import PRIOR_PREFIXES, UGTSRNet
 from realsr_cli.registry.loader import load_weights, save_weights
 from realsr_cli.training.losses import ud_loss
+from realsr_cli.training.run import config_stage
 from realsr_cli.training.stages._common import hrp_config_for
 from realsr_cli.training.stages.ugtsr import (
     UGTSRStage,
@@ -129,11 +130,11 @@ def assert_upscales(path: Path, stage) -> None:
 # -------------------------------------------------------------------------------------- configs
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("ugtsr*.toml")), ids=lambda p: p.name)
 def test_shipped_configs_load(path):
-    cls = STAGES[path.stem.removesuffix("-tiny")].config_cls
+    cls = STAGES[config_stage(path.stem)].config_cls
     data = load_toml(str(path))
     cfg = from_dict(cls, data)
     assert cfg.model.scale == cfg.data.scale == cfg.net_config.scale
-    if not path.stem.endswith("-tiny"):
+    if config_stage(path.stem) == path.stem:
         assert cfg == cls()  # the full TOML spells out the paper defaults
     with pytest.raises(ConfigError, match="bogus"):
         from_dict(cls, {**data, "loss": {**data["loss"], "bogus": 1}})
@@ -294,3 +295,28 @@ def test_stage2_refuses_a_file_that_is_not_a_stage1_export(hrp_path):
     with pytest.raises(WeightsError, match="uncertainty head") as err:
         stage.load_inputs()
     assert "ugtsr-uncertainty" in err.value.hint
+
+
+def test_stage2_tune_decoder_trains_the_decoder_and_keeps_the_codebook(hrp_path, stage1_run):
+    """``inputs.tune_decoder``: the prior's decoder joins the optimiser; the codebook (and the
+    rest of the prior) stays the HRP's, bit for bit; the export carries the tuned decoder."""
+    torch.manual_seed(0)
+    cfg = tiny("ugtsr", f"inputs.hrp_weights='{hrp_path}'", f"inputs.uncertainty_weights='{stage1_run[4]}'",
+               "inputs.tune_decoder=true")
+    stage = UGTSRStage(cfg, CPU)
+    stage.load_inputs()
+    net = stage.net("g")
+    decoder = ("after_quant_group.", "decoder_group.", "out_conv.")
+    before = clone_state(net, decoder)
+    assert before, "the prior has no decoder modules"
+    trainable = {id(p) for p in stage.param_groups()["g"]}
+    for name, p in net.named_parameters():
+        want = name.startswith(decoder) or not name.startswith(PRIOR_PREFIXES)
+        assert (id(p) in trainable) == want, name
+    train(stage, 10)
+    export = stage.export({"g": net.state_dict()})
+    assert not all(torch.equal(export.state_dict[k], v) for k, v in before.items())  # the decoder moved
+    hrp = prior_state(load_weights(hrp_path)[2])
+    untouched = {k: v for k, v in hrp.items() if not k.startswith(decoder)}
+    assert untouched and any("codebook" in k or "quantize" in k for k in untouched)
+    assert_equal_states({k: export.state_dict[k] for k in untouched}, untouched)

@@ -106,12 +106,30 @@ class UGTSRConfig:
         return cls(femasr=femasr, top_k=1, align_attention=False, uncertainty=True)
 
     @classmethod
-    def stage2(cls, femasr: FeMaSRConfig, top_k: int = 3) -> UGTSRConfig:
+    def stage2(
+        cls,
+        femasr: FeMaSRConfig,
+        top_k: int = 3,
+        *,
+        fusion_dim: int = 256,
+        fusion_heads: int = 8,
+        align_window: int = 8,
+        align_heads: int = 8,
+    ) -> UGTSRConfig:
         """Stage II (Sec. III-B/C): top-k fusion + Align-Attention, no uncertainty head.
 
-        This is the SR model inference runs; the other fields keep their defaults.
+        This is the SR model inference runs; the sizes default to the paper-scale fields' defaults.
         """
-        return cls(femasr=femasr, top_k=top_k, align_attention=True, uncertainty=False)
+        return cls(
+            femasr=femasr,
+            top_k=top_k,
+            fusion_dim=fusion_dim,
+            fusion_heads=fusion_heads,
+            align_attention=True,
+            align_window=align_window,
+            align_heads=align_heads,
+            uncertainty=False,
+        )
 
     # ----------------------------------------------------------------- validation
     def _fail(self, message: str, hint: str | None = None) -> None:

@@ -187,10 +187,15 @@ class HRPInputsConfig:
             ``realsr convert``. Required unless ``allow_random_hrp``.
         allow_random_hrp: use a randomly initialised prior instead (tests and smoke runs only);
             a set ``hrp_weights`` always wins.
+        tune_decoder: also train the prior's decoder (``after_quant_group``, ``decoder_group``,
+            ``out_conv``) in stage II, starting from the HRP's; the codebook stays frozen and
+            ``z_gt`` still comes from the untouched HRP. Not in the papers (they freeze the whole
+            prior): for short CPU runs whose HRP decoder is too weak to keep frozen.
     """
 
     hrp_weights: str = ""
     allow_random_hrp: bool = False
+    tune_decoder: bool = False
 
     def require(self, stage: str) -> None:
         """Raise :class:`ConfigError` when no prior is configured (called by the stage)."""
@@ -531,6 +536,16 @@ def freeze_prior(net: FeMaSRNet) -> list[nn.Module]:
     for module in modules:
         freeze(module)
     return modules
+
+
+#: prior modules that ``inputs.tune_decoder`` trains in stage II (all but the codebook)
+DECODER_MODULES = ("after_quant_group", "decoder_group", "out_conv")
+
+
+def tune_decoder(net: FeMaSRNet) -> None:
+    """Make the decoder part of ``net``'s prior trainable again (:data:`DECODER_MODULES`)."""
+    for name in DECODER_MODULES:
+        getattr(net, name).requires_grad_(True).train()
 
 
 def copy_prior(src: FeMaSRNet, dst: FeMaSRNet) -> None:

@@ -17,11 +17,13 @@ Both stages use Adam (0.9, 0.99) with a fixed learning rate of 1e-4 for G and D,
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -44,6 +46,7 @@ from realsr_cli.training.losses import (
 )
 from realsr_cli.training.stage import Export, Stage, StepContext
 from realsr_cli.training.stages._common import (
+    DECODER_MODULES,
     HRPInputsConfig,
     ReconstructionLossConfig,
     build_discriminator,
@@ -61,6 +64,7 @@ from realsr_cli.training.stages._common import (
     random_hrp,
     reconstruction_terms,
     scalars,
+    tune_decoder,
 )
 
 __all__ = [
@@ -79,6 +83,8 @@ _VGG_WIDTHS = (64, 128, 256, 512, 512)
 _FIXED_LR = ScheduleConfig(kind="constant", milestones=())
 #: the paper uses no weight EMA
 _NO_EMA = EMAConfig(decay=0.0)
+
+log = logging.getLogger(__name__)
 
 
 def _vgg_layer_geometry(layer: str, base_width: int) -> tuple[int, int]:
@@ -112,17 +118,24 @@ class FeMaSRHRPLossConfig(ReconstructionLossConfig):
         semantic_layer: VGG-19 feature matched by CONV(z); it must sit at the codebook grid's
             stride (2**(len(model.channels) - 1)). The paper names none; ``relu4_4`` (stride 8)
             is the official code's choice.
+        restart_dead_codes: every this many steps, codes that no position chose since the last
+            restart are re-set to random encoder features of the current batch (plus 1% noise)
+            — the usual cure for codebook collapse in short runs (SoundStream/Jukebox-style code
+            restarts; not in the paper). 0 = off (paper). Counts start afresh on resume.
     """
 
     codebook: float = 1.0
     beta: float = 0.25
     semantic: float = 0.1
     semantic_layer: str = "relu4_4"
+    restart_dead_codes: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if min(self.codebook, self.beta, self.semantic) < 0:
-            raise ConfigError("loss.codebook, loss.beta and loss.semantic must be >= 0")
+        if min(self.codebook, self.beta, self.semantic, self.restart_dead_codes) < 0:
+            raise ConfigError(
+                "loss.codebook, loss.beta, loss.semantic and loss.restart_dead_codes must be >= 0"
+            )
         if self.semantic > 0 and self.semantic_layer not in vgg_layer_names("vgg19"):
             raise ConfigError(
                 f"loss.semantic_layer {self.semantic_layer!r} is not a VGG-19 layer",
@@ -267,7 +280,36 @@ class FeMaSRHRPStage(Stage):
         logs: dict[str, Tensor] = {**terms, "total": total}
         if "d" in self.nets:
             logs.update(discriminator_step(self, ctx, hq, out.image))
-        return scalars(logs)
+        out_logs = scalars(logs)
+        if loss.restart_dead_codes:
+            out_logs.update(self._restart_dead_codes(out.feat_to_quant, out.indices, ctx.step))
+        return out_logs
+
+    @torch.no_grad()
+    def _restart_dead_codes(self, feats: Tensor, indices: Tensor, step: int) -> dict[str, float]:
+        """Track code usage; every ``loss.restart_dead_codes`` steps re-seed the unused codes."""
+        quantizer = self.net("g").quantize_group[0]
+        k = quantizer.num_codes
+        counts = torch.bincount(indices.flatten(), minlength=k)
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(counts)
+        self._code_use = counts if getattr(self, "_code_use", None) is None else self._code_use + counts
+        used = {"batch_codes": float((counts > 0).sum())}
+        if (step + 1) % self.config.loss.restart_dead_codes:
+            return used
+        dead = (self._code_use == 0).nonzero().flatten()
+        self._code_use = None
+        if dead.numel():
+            flat = feats.detach().float().permute(0, 2, 3, 1).reshape(-1, quantizer.code_dim)
+            gen = torch.Generator().manual_seed(self.config.run.seed * 1_000_003 + step)
+            pick = torch.randint(flat.shape[0], (dead.numel(),), generator=gen).to(flat.device)
+            noise = torch.randn(dead.numel(), flat.shape[1], generator=gen).to(flat.device)
+            fresh = flat[pick] + 0.01 * flat.std() * noise
+            quantizer.embedding.weight.data[dead] = fresh.to(quantizer.embedding.weight.dtype)
+            if dist.is_available() and dist.is_initialized():
+                dist.broadcast(quantizer.embedding.weight.data, src=0)
+            log.info("step %d: re-seeded %d of %d unused codes", step + 1, dead.numel(), k)
+        return used
 
     @torch.no_grad()
     def predict(self, lq: Tensor) -> Tensor:
@@ -361,6 +403,8 @@ class FeMaSRStage(Stage):
         )
         net = self.build_generator().to(device)
         freeze_prior(net)  # never trained here; frozen before DDP wraps the net
+        if config.inputs.tune_decoder:
+            tune_decoder(net)  # ... except the decoder, when asked (not the paper)
         self.nets["g"] = net
         self.hrp: FeMaSRNet | None = None
         self.perceptual = build_perceptual_loss(loss, device)
@@ -386,6 +430,8 @@ class FeMaSRStage(Stage):
             hrp = random_hrp(model, self.device)
         net = self.net("g")
         copy_prior(hrp, net)
+        if inputs.tune_decoder:
+            tune_decoder(net)
         self.hrp = hrp
         if self.perceptual is not None:
             load_vgg_weights(self.perceptual.vgg, self.config.loss, purpose="perceptual loss")
@@ -397,7 +443,8 @@ class FeMaSRStage(Stage):
 
     def frozen(self) -> Iterator[nn.Module]:
         modules: list[nn.Module | None] = [self.hrp, self.perceptual]
-        modules += list(self.net("g").prior_modules().values())
+        tuned = DECODER_MODULES if self.config.inputs.tune_decoder else ()
+        modules += [m for k, m in self.net("g").prior_modules().items() if k not in tuned]
         return iter(m for m in modules if m is not None)
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
@@ -448,8 +495,9 @@ class FeMaSRStage(Stage):
         """
         net = self.net("g")
         sd = net_state_dict(net, state["g"], what=self.name)
+        tuned = tuple(f"{m}." for m in DECODER_MODULES) if self.config.inputs.tune_decoder else ()
         if self.hrp is not None:
             for key, value in net.state_dict().items():
-                if key.startswith(PRIOR_PREFIXES):
+                if key.startswith(PRIOR_PREFIXES) and not (tuned and key.startswith(tuned)):
                     sd[key] = value
         return Export("femasr", self.config.model, sd)

@@ -227,17 +227,29 @@ class UGTSRStageConfig(_UGTSRStageConfigBase):
 
     Fields (besides FeMaSR's sections):
         top_k: candidate codes fused per position (Sec. III-B; paper 3, 1 = FeMaSR's matching).
-            The fusion and Align-Attention sizes are :class:`UGTSRConfig`'s defaults.
+        fusion_dim, fusion_heads: width and heads of the MDTA fusion (:class:`UGTSRConfig`).
+        align_window, align_heads: Align-Attention window side and heads (:class:`UGTSRConfig`).
     """
 
     inputs: UGTSRInputsConfig = UGTSRInputsConfig()
     loss: UGTSRLossConfig = UGTSRLossConfig()
     top_k: int = 3
+    fusion_dim: int = 256
+    fusion_heads: int = 8
+    align_window: int = 8
+    align_heads: int = 8
 
     @property
     def net_config(self) -> UGTSRConfig:
-        """:meth:`UGTSRConfig.stage2` of ``model`` and ``top_k``: no uncertainty head."""
-        return UGTSRConfig.stage2(self.model, top_k=self.top_k)
+        """:meth:`UGTSRConfig.stage2` of ``model``, ``top_k`` and the sizes: no uncertainty head."""
+        return UGTSRConfig.stage2(
+            self.model,
+            top_k=self.top_k,
+            fusion_dim=self.fusion_dim,
+            fusion_heads=self.fusion_heads,
+            align_window=self.align_window,
+            align_heads=self.align_heads,
+        )
 
 
 # ------------------------------------------------------------------------------------- helpers
