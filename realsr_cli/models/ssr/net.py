@@ -222,13 +222,21 @@ class SSRNet(nn.Module):
             return est.depth[..., :h, :w], est.kernels[..., :h, :w]
 
     def manifest_extra(self) -> dict[str, str]:
-        """Run-manifest entries (see ``engine.api.manifest_for``): which depth estimator ran."""
+        """Run-manifest entries (see ``engine.api.manifest_for``): which depth estimator ran
+        (an injected module's ``manifest_label``/``manifest_sha256`` when it has them)."""
         de = self.depth_estimator
+        label = getattr(de, "manifest_label", None)
         if isinstance(de, DepthHead):
             name = "ssr-depth-head (trained in realsr; no published depth model)"
+        elif isinstance(label, str) and label:
+            name = label
         else:
             name = f"{type(de).__module__}.{type(de).__qualname__}"
-        return {"depth_estimator": name}
+        extra = {"depth_estimator": name}
+        sha = getattr(de, "manifest_sha256", None)
+        if isinstance(sha, str) and sha:
+            extra["depth_estimator_sha256"] = sha
+        return extra
 
 
 # ---------------------------------------------------------------------- state dicts
