@@ -16,6 +16,7 @@ def load(
     precision: str,
     offline: bool,
     view: _output.ProgressView,
+    depth_estimator: str = "auto",
 ) -> api.LoadedModel:
     if model and weights:
         raise UsageError("--model and --weights are exclusive", hint="give one of them")
@@ -27,6 +28,7 @@ def load(
         scale=native,
         offline=True if offline else None,
         progress=view.bytes,
+        depth_estimator=depth_estimator,
     )
 
 
@@ -64,4 +66,5 @@ def options(
 
 def describe(model: api.LoadedModel) -> str:
     name = model.weights_id or model.weights_path
-    return f"{name} ({model.spec.title} x{model.scale}) on {model.device}, {api._precision_name(model.dtype)}"
+    notes = "".join(f"; {note}" for note in model.notes)
+    return f"{name} ({model.spec.title} x{model.scale}) on {model.device}, {api._precision_name(model.dtype)}{notes}"

@@ -41,7 +41,8 @@ ModelOpt = Annotated[
 ]
 WeightsOpt = Annotated[
     str | None,
-    typer.Option("--weights", "-w", help="A realsr .safetensors file (from `realsr convert` or `train export`)."),
+    typer.Option("--weights", "-w", help="A realsr .safetensors file (from `realsr convert` or `train export`), or a community "
+                           ".pth/.safetensors (ESRGAN, SwinIR, ...; needs realsr[community])."),
 ]
 ScaleOpt = Annotated[
     float | None,
@@ -89,6 +90,15 @@ SaveAuxOpt = Annotated[
         help="Also write the model's auxiliary maps at LR size into this folder: NAME_depth.png "
         "(16-bit) and NAME_kernel_var.png (heat map). SSR only.",
         show_default=False,
+    ),
+]
+DepthEstimatorOpt = Annotated[
+    str,
+    typer.Option(
+        "--depth-estimator",
+        help="SSR only: the depth estimator. auto = depth_anything-v2-small when downloaded, else "
+        "builtin (the SSR file's own depth head); builtin; or a depth weights id from "
+        "`realsr models list` (downloaded when needed).",
     ),
 ]
 OfflineOpt = Annotated[bool, typer.Option("--offline", help="Use only cached weights; never download.")]

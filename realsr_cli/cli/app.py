@@ -14,6 +14,7 @@ from realsr_cli.cli import batch as batch_cmd
 from realsr_cli.cli import convert as convert_cmd
 from realsr_cli.cli import degrade as degrade_cmd
 from realsr_cli.cli import eval as eval_cmd
+from realsr_cli.cli import export as export_cmd
 from realsr_cli.cli import models as models_cmd
 from realsr_cli.cli import train as train_cmd
 from realsr_cli.cli import upscale as upscale_cmd
@@ -61,6 +62,7 @@ app.command("batch", no_args_is_help=True)(batch_cmd.batch)
 app.command("convert", no_args_is_help=True)(convert_cmd.convert)
 app.command("degrade", no_args_is_help=True)(degrade_cmd.degrade)
 app.command("eval", no_args_is_help=True)(eval_cmd.eval_cmd)
+app.command("export", no_args_is_help=True)(export_cmd.export)
 app.add_typer(models_cmd.app, name="models")
 app.add_typer(train_cmd.app, name="train")
 

@@ -6,11 +6,12 @@ from typing import Annotated
 
 import typer
 
-from realsr_cli.cli import _common, _output
+from realsr_cli.cli import _common, _output, _schemas
 from realsr_cli.cli._options import (
     AlphaMode,
     AlphaOpt,
     BitDepthOpt,
+    DepthEstimatorOpt,
     DeviceOpt,
     FormatOpt,
     JsonOpt,
@@ -31,7 +32,8 @@ from realsr_cli.cli._options import (
 )
 from realsr_cli.engine import api
 from realsr_cli.engine import batch as engine_batch
-from realsr_cli.errors import BatchFailedError
+from realsr_cli.engine import distributed as engine_dist
+from realsr_cli.errors import EXIT_BATCH_FAILURES, EXIT_INTERRUPTED, BatchFailedError
 
 
 def batch(
@@ -56,10 +58,14 @@ def batch(
     alpha: AlphaOpt = AlphaMode.bicubic,
     max_pixels: MaxPixelsOpt = None,
     save_aux: SaveAuxOpt = None,
+    depth_estimator: DepthEstimatorOpt = "auto",
     offline: OfflineOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Upscale every image in a folder; goes on past bad files and exits 6 if any failed.
+
+    Under torchrun each process takes every N-th image on its own GPU; rank 0 prints one
+    summary and decides the exit code (docs/cli.md, "Many GPUs / many machines").
 
     Examples:
 
@@ -68,6 +74,10 @@ def batch(
       realsr batch ./scans ./out --recursive --glob '*.tif' --skip-existing --format png
 
       realsr batch ./photos ./photos_x4 --model ssr --seed 0 --save-aux ./photos_aux
+
+      realsr batch ./photos ./photos_x4 --model ssr --depth-estimator builtin --offline
+
+      torchrun --nproc-per-node 4 -m realsr_cli batch ./photos ./photos_x4 --skip-existing --json
     """
     opts = _common.options(
         scale=scale, tile=tile, tile_overlap=tile_overlap, tile_batch=tile_batch, seed=seed, steps=steps,
@@ -76,32 +86,57 @@ def batch(
     jobs = engine_batch.plan(
         in_dir, out_dir, recursive=recursive, pattern=glob, fmt=fmt, aux_dir=save_aux
     )
-    if not jobs:
-        _output.warn(f"no images found in {in_dir}" + ("" if recursive else " (use --recursive for sub-folders)"))
-    with _output.progress() as view:
-        m = _common.load(model, weights, scale, device, precision.value, offline, view)
-        if save_aux is not None:
-            api.check_aux(m, save_aux)
-        _output.info(f"model: {_common.describe(m)}; {len(jobs)} image(s)")
-        view.images(len(jobs))
+    with engine_dist.process_group(device) as (rank, dev), engine_dist.sigterm_as_interrupt():
+        say = _output.info if rank.is_main else _quiet
+        tag = f"rank {rank.rank}: " if rank.enabled else ""
+        mine = engine_batch.share(jobs, rank)
+        if not jobs and rank.is_main:
+            _output.warn(f"no images found in {in_dir}" + ("" if recursive else " (use --recursive for sub-folders)"))
+        with _output.progress(enabled=rank.is_main) as view:
+            with engine_dist.local_main_first(rank, enabled=weights is None):  # one download per node
+                m = _common.load(model, weights, scale, str(dev), precision.value, offline, view,
+                                 depth_estimator)
+            if save_aux is not None:
+                api.check_aux(m, save_aux)
+            ranks = f" on {rank.world_size} ranks" if rank.enabled else ""
+            say(f"model: {_common.describe(m)}; {len(jobs)} image(s){ranks}")
+            view.images(len(mine))
 
-        def done(job, report, error):
-            view.reset_tiles()
-            view.advance_image(job.src.name)
-            if error:
-                _output.warn(f"{job.src}: {error}")
-            elif report is None:
-                _output.info(f"skipped {job.src} (output exists)")
-            else:
-                _output.info(f"{job.src} -> {job.dst} ({report.seconds:.1f}s)")
+            def done(job, report, error):
+                view.reset_tiles()
+                view.advance_image(job.src.name)
+                if error:
+                    _output.warn(f"{tag}{job.src}: {error}")
+                elif report is None:
+                    say(f"skipped {job.src} (output exists)")
+                else:
+                    say(f"{job.src} -> {job.dst} ({report.seconds:.1f}s)")
 
-        summary = engine_batch.run(m, jobs, opts, skip_existing=skip_existing, on_done=done, progress=view.tiles)
+            part = engine_batch.run(m, mine, opts, skip_existing=skip_existing, on_done=done,
+                                    progress=view.tiles, stop_on_interrupt=True, rank=rank.rank)
+        summary = engine_batch.gather(part, jobs)
+        failed, interrupted = engine_batch.outcome(part)
+    if summary is None:  # not rank 0: rank 0 reports for everyone; exit with its code, quietly
+        raise typer.Exit(EXIT_INTERRUPTED if interrupted else EXIT_BATCH_FAILURES if failed else 0)
+    _report(summary, json_out)
+
+
+def _quiet(message: str) -> None:
+    pass
+
+
+def _report(summary: engine_batch.BatchSummary, json_out: bool) -> None:
     if json_out:
-        _output.emit_json(summary.to_json())
+        _output.emit_json(_schemas.stamp("batch", summary.to_json()))
+    for p in summary.parts:
+        _output.info(f"rank {p.rank} ({p.host}, {p.device}): done {p.done}, skipped {p.skipped}, "
+                     f"failed {len(p.failed)} of {p.total} in {p.seconds:.1f}s")
     _output.info(
         f"done: {summary.done}, skipped: {summary.skipped}, failed: {len(summary.failed)} "
         f"of {summary.total} in {summary.seconds:.1f}s"
     )
+    if summary.interrupted:
+        raise KeyboardInterrupt  # exit 130 once the partial summary is out
     if summary.failed:
         raise BatchFailedError(
             f"{len(summary.failed)} of {summary.total} image(s) failed",

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from realsr_cli.cli import _output
+from realsr_cli.cli import _output, _schemas
 from realsr_cli.cli._options import JsonOpt
 from realsr_cli.engine import api
 
@@ -33,6 +33,6 @@ def convert(
     dst = api.convert_checkpoint(src if len(src) > 1 else src[0], output, arch=arch, scale=scale)
     meta = loader.read_metadata(dst)
     if json_out:
-        _output.emit_json({"output": str(dst), "sha256": loader.file_sha256(dst), **meta})
+        _output.emit_json(_schemas.stamp("convert", {"output": str(dst), "sha256": loader.file_sha256(dst), **meta}))
     else:
         _output.success(f"wrote {dst} ({meta.get('arch')} x{meta.get('scale')})")

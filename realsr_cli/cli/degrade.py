@@ -21,7 +21,7 @@ from typing import Annotated, Any
 import typer
 
 from realsr_cli import __version__
-from realsr_cli.cli import _output
+from realsr_cli.cli import _output, _schemas
 from realsr_cli.cli._options import JsonOpt
 from realsr_cli.engine import batch as engine_batch
 from realsr_cli.engine import io
@@ -149,7 +149,7 @@ def degrade(
     done = len(files) - skipped
     if json_out:
         summary = {"done": done, "skipped": skipped, "seconds": round(time.perf_counter() - t0, 3)}
-        _output.emit_json({**manifest, **summary, "manifest": str(manifest_path)})
+        _output.emit_json(_schemas.stamp("degrade", {**manifest, **summary, "manifest": str(manifest_path)}))
     n, total = len(failed), len(jobs)
     _output.info(f"done: {done}, skipped: {skipped}, failed: {n} of {total} -> {lr_dir}")
     if failed:

@@ -1,4 +1,10 @@
-"""`realsr eval --lq LR_DIR --hq HR_DIR`: PSNR/SSIM (and codebook accuracy) of a model on pairs."""
+"""`realsr eval`: score SR images. Two forms:
+
+- ``realsr eval SR_DIR [HR_DIR]``: existing SR images, no model: PSNR/SSIM against HR_DIR,
+  NIQE with ``--niqe`` (alone without HR_DIR);
+- ``realsr eval --lq LR_DIR --hq HR_DIR [--model ID]``: run a model on LR/HR pairs and score it
+  (PSNR/SSIM, ``--niqe``, codebook accuracy with ``--hr-prior``).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from realsr_cli.cli import _common, _output
+from realsr_cli.cli import _common, _output, _schemas
 from realsr_cli.cli._options import (
     DeviceOpt,
     JsonOpt,
@@ -22,15 +28,21 @@ from realsr_cli.cli._options import (
     WeightsOpt,
     parse_tile,
 )
-from realsr_cli.engine import api
+from realsr_cli.engine import api, evaluate_dirs
 from realsr_cli.engine import evaluate as engine_eval
 from realsr_cli.errors import BatchFailedError, UsageError
 
-_HQ_HELP = "Folder of HR images (same relative names, any image suffix)."
-_CROP = "Pixels cropped from each side before scoring (default: the model's scale)."
+_SR_HELP = "Folder of SR images to score as they are (no model)."
+_HR_HELP = "HR references for SR_DIR, paired by relative path and stem; omit for --niqe only."
+_HQ_HELP = "Model form: folder of HR images (same relative names, any image suffix)."
+_CROP = "Pixels cropped from each side before scoring (default: the scale; SR_DIR without --scale: 0)."
+_SCALE_HELP = "SR_DIR form: the SR scale (crop border; HR may be up to scale-1 px larger)."
+_SUFFIX_HELP = "SR_DIR form: SR stems end with this tag, e.g. _x4: 0801_x4.png <-> 0801.png."
+_NIQE_HELP = "Also NIQE (no reference, lower is better; BasicSR's conventions) of each SR image."
 _PRIOR_HELP = "HQ-stage VQGAN .safetensors (FeMaSR HR prior): adds codebook matching accuracy."
 _TOPK_HELP = "Ranks for the top-k matching accuracy: 1,3,5 (default), or repeat the option."
 _SAVE_HELP = "Also write the SR images here (PNG, LR tree mirrored)."
+_PAIR_HINT = "names must match: SR_DIR/a/x.png <-> HR_DIR/a/x.<any suffix> (a tag: --suffix _x4)"
 
 _RecursiveOpt = Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")]
 
@@ -51,14 +63,37 @@ def _fmt(value: float | None, digits: int) -> str:
     return "inf" if value is None else f"{value:.{digits}f}"
 
 
+_DIGITS = {"psnr": 3, "ssim": 4, "niqe": 4}
+
+
+def _row(name: str, scores: dict, keys: list[str]) -> list[str]:
+    return [name] + [_fmt(scores[k], _DIGITS.get(k, 4)) for k in keys]
+
+
+def _check_failed(failed: list, total: int) -> None:
+    if failed:
+        n = len(failed)
+        raise BatchFailedError(f"{n} of {total} image(s) failed", failed=n, total=total,
+                               hint="see the warnings above")
+
+
 def eval_cmd(
-    lq: Annotated[str, typer.Option("--lq", help="Folder of LR images.", show_default=False)],
-    hq: Annotated[str, typer.Option("--hq", help=_HQ_HELP, show_default=False)],
+    sr_dir: Annotated[
+        str | None, typer.Argument(help=_SR_HELP, metavar="SR_DIR", show_default=False)
+    ] = None,
+    hr_dir: Annotated[
+        str | None, typer.Argument(help=_HR_HELP, metavar="HR_DIR", show_default=False)
+    ] = None,
+    lq: Annotated[str | None, typer.Option("--lq", help="Model form: folder of LR images.")] = None,
+    hq: Annotated[str | None, typer.Option("--hq", help=_HQ_HELP)] = None,
     model: ModelOpt = None,
     weights: WeightsOpt = None,
+    scale: Annotated[int | None, typer.Option("--scale", "-s", help=_SCALE_HELP, min=1)] = None,
+    suffix: Annotated[str, typer.Option("--suffix", help=_SUFFIX_HELP)] = "",
+    niqe: Annotated[bool, typer.Option("--niqe", help=_NIQE_HELP)] = False,
     crop_border: Annotated[int | None, typer.Option("--crop-border", help=_CROP, min=0)] = None,
     recursive: _RecursiveOpt = False,
-    glob: Annotated[str | None, typer.Option("--glob", help="Only LR files matching this.")] = None,
+    glob: Annotated[str | None, typer.Option("--glob", help="Only LR/SR files matching this.")] = None,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = Precision.auto,
     tile: TileOpt = "auto",
@@ -71,14 +106,43 @@ def eval_cmd(
     offline: OfflineOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Score a model on LR/HR pairs: PSNR and SSIM on the Y channel (BasicSR conventions).
+    """Score SR images: PSNR and SSIM on the Y channel (BasicSR conventions), NIQE with --niqe.
 
     Examples:
+
+      realsr eval ./sr ./hr --scale 4
+
+      realsr eval ./sr ./hr --scale 4 --suffix _x4 --niqe --json > scores.json
+
+      realsr eval ./sr --niqe --crop-border 4
 
       realsr eval --model femasr-x4 --lq ./DIV2K_val_LR --hq ./DIV2K_val_HR
 
       realsr eval --weights g.safetensors --lq lr --hq hr --hr-prior hrp.safetensors --json
     """
+    if sr_dir is not None:
+        model_opts = {"--lq": lq, "--hq": hq, "--model": model, "--weights": weights,
+                      "--hr-prior": hr_prior, "--top-k": top_k, "--save-dir": save_dir,
+                      "--seed": seed, "--steps": steps, "--tile-overlap": tile_overlap}
+        given = [k for k, v in model_opts.items() if v is not None]
+        given += [k for k, on in (("--device", device != "auto"), ("--tile", tile != "auto"),
+                                  ("--precision", precision != Precision.auto),
+                                  ("--offline", offline)) if on]
+        if given:
+            raise UsageError(
+                f"{', '.join(given)}: model options, but SR_DIR scores existing images",
+                hint="drop them, or run a model with --lq LR_DIR --hq HR_DIR (no SR_DIR)",
+            )
+        return _eval_dirs(sr_dir, hr_dir, scale, suffix, niqe, crop_border, recursive, glob,
+                          json_out)
+    if lq is None or hq is None:
+        raise UsageError(
+            "give SR_DIR [HR_DIR] to score existing images, or --lq LR_DIR --hq HR_DIR to run a model",
+            hint="e.g. realsr eval ./sr ./hr --scale 4, or realsr eval --model femasr-x4 --lq lr --hq hr",
+        )
+    if scale is not None or suffix:
+        raise UsageError("--scale and --suffix are for SR_DIR; a model is scored at its own scale",
+                         hint="drop them (use --crop-border to change the crop)")
     ks = _top_k(top_k)
     opts = engine_eval.EvalOptions(
         upscale=api.UpscaleOptions(
@@ -87,6 +151,7 @@ def eval_cmd(
         crop_border=crop_border,
         top_k=ks,
         save_dir=Path(save_dir) if save_dir else None,
+        niqe=niqe,
     )
     plan = engine_eval.pair_folders(lq, hq, recursive=recursive, pattern=glob, exclude=save_dir)
     for name, reason in plan.missing:
@@ -111,22 +176,59 @@ def eval_cmd(
         report = engine_eval.evaluate(
             m, plan, opts, prior=prior, hr_prior=hr_prior, on_done=done, progress=view.tiles
         )
+    out = report.to_json()
     if json_out:
-        _output.emit_json(report.to_json())
+        _output.emit_json(_schemas.stamp("eval", out))
     else:
-        keys = list(report.mean)[2:]
-        rows = [
-            [s.name, _fmt(s.to_json()["psnr"], 3), f"{s.ssim:.4f}"]
-            + [f"{(s.codebook or {})[k]:.4f}" for k in keys]
-            for s in report.images
-        ]
+        keys = list(out["mean"]) or ["psnr", "ssim", *(["niqe"] if niqe else [])]
+        rows = [_row(i["name"], {**i, **i.get("codebook", {})}, keys) for i in out["images"]]
         if report.images:
-            mean = report.to_json()["mean"]
-            cells = (f"{mean[k]:.4f}" for k in keys)
-            rows.append(["mean", _fmt(mean["psnr"], 3), f"{mean['ssim']:.4f}", *cells])
+            rows.append(_row("mean", out["mean"], keys))
         title = f"{report.model} x{report.scale}, crop {report.crop_border}, Y channel"
-        _output.table(title, ["image", "PSNR", "SSIM", *keys], rows)
-    if report.failed:
-        n, total = len(report.failed), len(plan.pairs)
-        msg = f"{n} of {total} pair(s) failed"
-        raise BatchFailedError(msg, failed=n, total=total, hint="see the warnings above")
+        _output.table(title, ["image", *(k.upper() if k in _DIGITS else k for k in keys)], rows)
+    _check_failed(report.failed, len(plan.pairs))
+
+
+def _eval_dirs(sr_dir, hr_dir, scale, suffix, niqe, crop_border, recursive, glob, json_out) -> None:
+    """The SR_DIR form (see :mod:`realsr_cli.engine.evaluate_dirs` for the pairing rule)."""
+    opts = evaluate_dirs.DirEvalOptions(
+        scale=scale, crop_border=crop_border, reference=hr_dir is not None, niqe=niqe
+    )
+    if not opts.metrics:
+        raise UsageError("without HR_DIR only no-reference metrics can be computed",
+                         hint=f"add --niqe (realsr eval {sr_dir} --niqe), or give HR_DIR")
+    if suffix and hr_dir is None:
+        raise UsageError("--suffix pairs SR with HR names; it needs HR_DIR")
+    plan = evaluate_dirs.pair_dirs(sr_dir, hr_dir, recursive=recursive, pattern=glob, suffix=suffix)
+    for name, reason in plan.unpaired_sr:
+        _output.warn(f"skipping {name}: {reason}")
+    if plan.unpaired_hr:
+        shown = ", ".join(plan.unpaired_hr[:5]) + (", ..." if len(plan.unpaired_hr) > 5 else "")
+        _output.warn(f"{len(plan.unpaired_hr)} HR image(s) have no SR image: {shown}")
+    if not plan.pairs:
+        if hr_dir is None:
+            raise UsageError(f"no images in {sr_dir}", hint="give a folder of images (-r: sub-folders)")
+        raise UsageError(f"no SR image in {sr_dir} has an HR partner in {hr_dir}", hint=_PAIR_HINT)
+    if hr_dir is not None and scale is None and crop_border is None:
+        _output.info("crop border 0: give --scale S to crop S px from each side, as BasicSR does")
+    with _output.progress() as view:
+        view.images(len(plan.pairs))
+
+        def done(pair, score, error):
+            view.advance_image(pair.name)
+            if error:
+                _output.warn(f"{pair.name}: {error}")
+
+        report = evaluate_dirs.evaluate_dirs(plan, opts, sr_dir=sr_dir, hr_dir=hr_dir,
+                                             on_done=done)
+    out = report.to_json()
+    if json_out:
+        _output.emit_json(_schemas.stamp("eval.dirs", out))
+    else:
+        keys = report.metrics
+        rows = [_row(i["name"], i, keys) for i in out["images"]]
+        if report.images:
+            rows.append(_row("mean", out["mean"], keys))
+        title = f"{sr_dir}: crop {report.crop_border}" + (", Y channel" if hr_dir else "")
+        _output.table(title, ["image", *(k.upper() for k in keys)], rows)
+    _check_failed(report.failed, len(plan.pairs))

@@ -1,4 +1,4 @@
-"""`realsr models list | info ID | download ID | verify ID | path ID`."""
+"""`realsr models list | info ID | download ID | verify ID | path ID | inspect FILE`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from realsr_cli.cli import _output
+from realsr_cli.cli import _output, _schemas
 from realsr_cli.cli._options import JsonOpt
 from realsr_cli.errors import ChecksumError, ModelError
 
@@ -46,7 +46,7 @@ def list_models(json_out: JsonOpt = False) -> None:
     cat = _catalog()
     rows = [(e, hub.cached_path(e)) for e in cat.entries]
     if json_out:
-        _output.emit_json([_entry_json(e, c) for e, c in rows])
+        _output.emit_json(_schemas.stamp("models.list", {"models": [_entry_json(e, c) for e, c in rows]}))
         return
     _output.table(
         "realsr models",
@@ -67,7 +67,7 @@ def info(model_id: IdArg, json_out: JsonOpt = False) -> None:
     e = _catalog().get(model_id, allow_aux=True)
     cached = hub.cached_path(e)
     if json_out:
-        _output.emit_json(_entry_json(e, cached))
+        _output.emit_json(_schemas.stamp("models.info", _entry_json(e, cached)))
         return
     _output.key_values(e.id, [(k, v) for k, v in _entry_json(e, cached).items() if v not in (None, "", [])])
 
@@ -91,7 +91,7 @@ def download(
     with _output.progress() as view:
         path = hub.fetch(e, trust_on_first_use=trust, progress=view.bytes)
     if json_out:
-        _output.emit_json(_entry_json(e, path))
+        _output.emit_json(_schemas.stamp("models.download", _entry_json(e, path)))
     else:
         _output.success(f"{e.id} ready at {path}")
 
@@ -107,7 +107,7 @@ def verify(model_id: IdArg, json_out: JsonOpt = False) -> None:
     e = _catalog().get(model_id, allow_aux=True)
     ok, digest = hub.verify(e)
     if json_out:
-        _output.emit_json({"id": e.id, "ok": ok, "sha256": digest})
+        _output.emit_json(_schemas.stamp("models.verify", {"id": e.id, "ok": ok, "sha256": digest}))
     if not ok:
         raise ChecksumError(f"{e.id}: cached file does not match its recorded sha256 ({digest})",
                             hint=f"delete it and run `realsr models download {e.id}`")
@@ -116,10 +116,14 @@ def verify(model_id: IdArg, json_out: JsonOpt = False) -> None:
 
 
 @app.command("path")
-def path(model_id: IdArg) -> None:
+def path(model_id: IdArg, json_out: JsonOpt = False) -> None:
     """Print the cached weights path on stdout (exit 3 if not downloaded).
 
-    Example: realsr upscale x.png --weights "$(realsr models path femasr-x4)"
+    Examples:
+
+      realsr upscale x.png --weights "$(realsr models path femasr-x4)"
+
+      realsr models path femasr-x4 --json
     """
     from realsr_cli.registry import hub
 
@@ -127,4 +131,50 @@ def path(model_id: IdArg) -> None:
     p = hub.cached_path(e)
     if p is None:
         raise ModelError(f"{e.id} is not in the cache", hint=f"run `realsr models download {e.id}`")
-    typer.echo(str(p))
+    if json_out:
+        _output.emit_json(_schemas.stamp("models.path", {"id": e.id, "path": str(p)}))
+    else:
+        typer.echo(str(p))
+
+
+@app.command("inspect")
+def inspect_file(
+    file: Annotated[str, typer.Argument(help="A weights file: ours (.safetensors) or a community .pth/.safetensors.",
+                                        show_default=False)],
+    json_out: JsonOpt = False,
+) -> None:
+    """Show what a weights file holds and how realsr will run it (exit 3 if it cannot be loaded).
+
+    Our safetensors: architecture and config from its metadata. Any other checkpoint: what
+    spandrel detects (needs `pip install 'realsr[community]'`): architecture, scale, channels,
+    parameters, size requirements, tiling and fp16/bf16 support.
+
+    Examples:
+
+      realsr models inspect 4x-UltraSharp.pth
+
+      realsr models inspect my-femasr-x4.safetensors --json
+    """
+    from realsr_cli.registry.describe import inspect_weights
+
+    doc = inspect_weights(file)
+    if json_out:
+        _output.emit_json(_schemas.stamp("models.inspect", doc))
+        return
+    size = doc["size_requirements"]
+    precision = ", ".join(k for k, ok in doc["precision"].items() if ok)
+    rows = [
+        ("loader", doc["loader"] + (f" {doc['spandrel_version']}" if doc["spandrel_version"] else "")),
+        ("arch", f"{doc['arch']} ({doc['arch_name']})"),
+        ("purpose", doc["purpose"]),
+        ("scale", f"x{doc['scale']}"),
+        ("channels", f"{doc['input_channels']} in, {doc['output_channels']} out"),
+        ("parameters", f"{doc['parameters']:,}"),
+        ("size", f"min {size['minimum']}, multiple of {size['multiple_of']}" + (", square" if size["square"] else "")),
+        ("tiling", f"{doc['tiling']} (default tile {doc['default_tile']}, overlap {doc['default_overlap']})"),
+        ("precision", precision),
+        ("tags", ", ".join(doc["tags"])),
+        ("config", doc["config"]),
+        ("sha256", doc["sha256"]),
+    ]
+    _output.key_values(doc["file"], [(k, v) for k, v in rows if v not in (None, "")])

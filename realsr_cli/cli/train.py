@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from realsr_cli.cli import _output
+from realsr_cli.cli import _output, _schemas
 from realsr_cli.cli._options import JsonOpt
 from realsr_cli.errors import OutOfMemoryError, UsageError
 
@@ -119,7 +119,7 @@ def run(
     if not main:
         return
     if json_out:
-        _output.emit_json(result.to_json())
+        _output.emit_json(_schemas.stamp("train.run", result.to_json()))
     _output.success(f"trained to step {result.step}; checkpoint {result.checkpoint}")
 
 
@@ -149,7 +149,7 @@ def export(
                          "or --checkpoint FILE")
     report = export_checkpoint(path, output, use_ema=ema)
     if json_out:
-        _output.emit_json(report.to_json())
+        _output.emit_json(_schemas.stamp("train.export", report.to_json()))
     _output.success(f"{report.path}: {report.arch} from {report.stage} step {report.step}"
                     f" ({'EMA' if report.ema else 'raw'} weights)")
 
@@ -168,9 +168,8 @@ def stages(json_out: JsonOpt = False) -> None:
         configs = [c for c in (name, f"{name}-tiny") if c in shipped]
         rows.append((name, factory().summary, configs))
     if json_out:
-        _output.emit_json(
-            [{"stage": n, "summary": s, "configs": c} for n, s, c in rows]
-        )
+        stage_list = [{"stage": n, "summary": s, "configs": c} for n, s, c in rows]
+        _output.emit_json(_schemas.stamp("train.stages", {"stages": stage_list}))
         return
     _output.table(
         "realsr train stages",

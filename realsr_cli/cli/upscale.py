@@ -7,11 +7,12 @@ from typing import Annotated
 
 import typer
 
-from realsr_cli.cli import _common, _output
+from realsr_cli.cli import _common, _output, _schemas
 from realsr_cli.cli._options import (
     AlphaMode,
     AlphaOpt,
     BitDepthOpt,
+    DepthEstimatorOpt,
     DeviceOpt,
     FormatOpt,
     JsonOpt,
@@ -56,6 +57,7 @@ def upscale(
     alpha: AlphaOpt = AlphaMode.bicubic,
     max_pixels: MaxPixelsOpt = None,
     save_aux: SaveAuxOpt = None,
+    depth_estimator: DepthEstimatorOpt = "auto",
     offline: OfflineOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -67,9 +69,13 @@ def upscale(
 
       realsr upscale photo.jpg --model femasr --scale 2 --tile 256
 
+      realsr upscale photo.jpg --weights 4x-UltraSharp.pth
+
       cat photo.jpg | realsr upscale - -o - --format png > photo_x4.png
 
       realsr upscale photo.jpg --model ssr --seed 0 --save-aux aux/
+
+      realsr upscale photo.jpg --model ssr --depth-estimator depth_anything-v2-small
     """
     if output is None:
         output = "-" if input == "-" else None
@@ -81,7 +87,7 @@ def upscale(
     )
     stdin = sys.stdin.buffer.read() if input == "-" else None
     with _output.progress() as view:
-        m = _common.load(model, weights, scale, device, precision.value, offline, view)
+        m = _common.load(model, weights, scale, device, precision.value, offline, view, depth_estimator)
         dst = output or str(api.default_output_path(input, scale or m.scale))
         api.check_output_writable(dst)
         if save_aux is not None:
@@ -92,7 +98,7 @@ def upscale(
             aux_dir=save_aux,
         )
     if json_out:
-        _output.emit_json(report.to_json())
+        _output.emit_json(_schemas.stamp("upscale", report.to_json()))
     elif dst != "-":
         w, h = report.output_size
         _output.success(f"{report.input} -> {report.output} ({w}x{h}, {report.tiles} tile(s), {report.seconds:.1f}s)")

@@ -56,14 +56,21 @@ def load_model(
     offline: bool | None = None,
     trust_on_first_use: bool = False,
     progress: Progress | None = None,
+    depth_estimator: str | torch.nn.Module | None = None,
 ) -> LoadedModel:
-    """Load a model from a registry id/alias (``"femasr-x4"``, ``"femasr"``) or a safetensors path.
+    """Load a model from a registry id/alias (``"femasr-x4"``, ``"femasr"``) or a weights path:
+    our safetensors, or any checkpoint spandrel can load (``.pth``/``.safetensors`` of ESRGAN,
+    SwinIR, HAT ...; optional extra ``realsr[community]``, see registry/community.py).
 
     ``scale`` picks the registry entry of that native scale when an alias has several.
     ``None`` loads the default model. Returns a :class:`LoadedModel` in eval mode on ``device``.
+    ``depth_estimator`` (SSR only): ``None``/``"auto"``, ``"builtin"``, a depth weights id such
+    as ``"depth_anything-v2-small"``, or a module to inject (see :mod:`realsr_cli.engine.depth`);
+    ``LoadedModel.notes`` says which one will run.
     """
+    from realsr_cli.engine import depth
     from realsr_cli.registry import catalog as catalog_mod
-    from realsr_cli.registry import hub, loader
+    from realsr_cli.registry import community, hub, loader
 
     dev = devices.resolve_device(device)  # fail on a missing device before any download
     weights_id: str | None = None
@@ -77,7 +84,13 @@ def load_model(
         weights_id = entry.id
         path = hub.fetch(entry, offline=offline, trust_on_first_use=trust_on_first_use, progress=progress)
 
-    spec, config, net = loader.load_weights(path)
+    spec, config, net = loader.load_any(path)
+    depth_note = depth.attach(
+        net, depth_estimator, offline=offline, trust_on_first_use=trust_on_first_use, progress=progress
+    )
+    ours = not community.is_community(config)
+    if not ours:  # spandrel declares fp16 and bf16 support separately
+        precision = community.supported_precision(config, precision)
     dtype = devices.resolve_dtype(dev, precision, spec.half_ok)
     net.eval().requires_grad_(False)
     net.to(device=dev, dtype=dtype)
@@ -90,7 +103,8 @@ def load_model(
         weights_id=weights_id,
         weights_path=str(path),
         weights_sha256=loader.file_sha256(path),
-        metadata=loader.read_metadata(path),
+        metadata=loader.read_metadata(path) if ours else {},
+        notes=(depth_note,) if depth_note else (),
     )
 
 
@@ -205,6 +219,9 @@ def upscale_image(
     out_h, out_w = max(1, round(h * target_scale)), max(1, round(w * target_scale))
 
     result = run_model(model, _to_tensor(image.pixels), run_opts, progress=progress)
+    note_tiles = getattr(model.net, "note_tiles", None)  # community models warn when tiled against advice
+    if callable(note_tiles):
+        note_tiles(result.tiles)
     pixels = _to_pixels(result.sr, image.pixels.shape[2])
     if pixels.shape[:2] != (out_h, out_w):  # --scale other than native: model, then resize
         pixels = io.resize(pixels, (out_h, out_w))

@@ -1,6 +1,7 @@
 """Paired evaluation: upscale a folder of LR images, score each against its HR image.
 
-Scores are PSNR and SSIM with BasicSR's conventions (:mod:`realsr_cli.engine.metrics`). With an HR
+Scores are PSNR and SSIM with BasicSR's conventions (:mod:`realsr_cli.engine.metrics`), and with
+``EvalOptions.niqe`` the no-reference NIQE of each SR image (:mod:`realsr_cli.engine.niqe`). With an HR
 prior (a FeMaSR HQ-stage VQGAN, ``lq_stage=false``, scale 1: what ``femasr-hrp`` training exports)
 and a model whose network has ``match_indices`` (FeMaSR, UGTSR), also the codebook matching
 accuracy: how often the code the SR network picks from its LR input is the code the prior's own
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from realsr_cli.engine import api, io, metrics
+from realsr_cli.engine import api, io, metrics, niqe
 from realsr_cli.errors import RealSRError, UsageError
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,8 @@ __all__ = [
     "ImageScore",
     "codebook_match",
     "evaluate",
+    "fit_hq",
+    "image_tensor",
     "load_prior",
     "pair_folders",
     "score_pair",
@@ -66,13 +69,15 @@ class EvalPlan:
 @dataclass(frozen=True)
 class EvalOptions:
     """``crop_border`` None = the model's scale; ``top_k`` ranks for the codebook accuracy;
-    ``save_dir``: also write each SR image there (PNG, LR tree mirrored)."""
+    ``save_dir``: also write each SR image there (PNG, LR tree mirrored); ``niqe``: also the
+    no-reference NIQE of each SR image (:mod:`realsr_cli.engine.niqe`, same crop border)."""
 
     upscale: api.UpscaleOptions = api.UpscaleOptions()
     crop_border: int | None = None
     y_channel: bool = True
     top_k: tuple[int, ...] = (1, 3, 5)
     save_dir: Path | None = None
+    niqe: bool = False
 
 
 def _finite(x: float) -> float | None:
@@ -91,6 +96,7 @@ class ImageScore:
     codebook: dict[str, float] | None = None
     output: str | None = None
     seconds: float = 0.0
+    niqe: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -102,6 +108,8 @@ class ImageScore:
             "psnr": _finite(self.psnr),
             "ssim": self.ssim,
         }
+        if self.niqe is not None:
+            out["niqe"] = self.niqe
         if self.codebook is not None:
             out["codebook"] = self.codebook
         out["seconds"] = round(self.seconds, 4)
@@ -117,6 +125,7 @@ class EvalReport:
     y_channel: bool
     hr_prior: str | None = None
     top_k: tuple[int, ...] = ()
+    niqe: bool = False
     images: list[ImageScore] = field(default_factory=list)
     missing: list[tuple[str, str]] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
@@ -124,7 +133,8 @@ class EvalReport:
 
     @property
     def mean(self) -> dict[str, float]:
-        """Means over the scored images: psnr, ssim and (with a prior) every codebook key."""
+        """Means over the scored images: psnr, ssim, niqe (when scored) and (with a prior) every
+        codebook key."""
         if not self.images:
             return {}
         n = len(self.images)
@@ -132,6 +142,8 @@ class EvalReport:
             "psnr": sum(s.psnr for s in self.images) / n,
             "ssim": sum(s.ssim for s in self.images) / n,
         }
+        if self.niqe:
+            out["niqe"] = sum(s.niqe or 0.0 for s in self.images) / n
         scored = [s.codebook for s in self.images if s.codebook is not None]
         for key in scored[0] if scored else ():
             out[key] = sum(c[key] for c in scored) / len(scored)
@@ -284,22 +296,26 @@ def codebook_match(
 # ----------------------------------------------------------------------------- scoring
 
 
-def _tensor(pixels: np.ndarray) -> Tensor:
+def image_tensor(pixels: np.ndarray) -> Tensor:
     """HxWxC (C = 1 or 3) float32 [0,1] -> (1,3,H,W) float32; gray is repeated to RGB."""
     t = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)).permute(2, 0, 1)
     return t.expand(3, -1, -1).unsqueeze(0).contiguous() if t.shape[0] == 1 else t.unsqueeze(0)
 
 
-def _fit_hq(hq: np.ndarray, size: tuple[int, int], scale: int, name: str) -> np.ndarray:
-    """Crop HR (h, w) to the SR size ``size`` when it is at most ``scale - 1`` px larger."""
+def fit_hq(
+    hq: np.ndarray,
+    size: tuple[int, int],
+    scale: int,
+    name: str,
+    hint: str = "the HR image must be the LR image's size times the model's scale",
+) -> np.ndarray:
+    """Crop HR (h, w) to the SR size ``size`` (h, w) when it is at most ``scale - 1`` px larger
+    in each side (HR sides not divisible by the scale); any other mismatch is a UsageError."""
     sh, sw = size
     h, w = hq.shape[:2]
-    if 0 <= h - sh < scale and 0 <= w - sw < scale:
+    if 0 <= h - sh < max(1, scale) and 0 <= w - sw < max(1, scale):
         return hq[:sh, :sw]
-    raise UsageError(
-        f"{name}: HR is {w}x{h} but the SR image is {sw}x{sh}",
-        hint="the HR image must be the LR image's size times the model's scale",
-    )
+    raise UsageError(f"{name}: HR is {w}x{h} but the SR image is {sw}x{sh}", hint=hint)
 
 
 def score_pair(
@@ -316,8 +332,8 @@ def score_pair(
     hq_img = io.read_image(pair.hq, max_pixels=options.upscale.max_pixels)
     sr_img, info = api.upscale_image(model, lq_img, options.upscale, progress=progress)
     scale = max(1, round(info["scale"]))
-    hq_pixels = _fit_hq(hq_img.pixels, (sr_img.height, sr_img.width), scale, pair.name)
-    sr, hq = _tensor(sr_img.pixels), _tensor(hq_pixels)
+    hq_pixels = fit_hq(hq_img.pixels, (sr_img.height, sr_img.width), scale, pair.name)
+    sr, hq = image_tensor(sr_img.pixels), image_tensor(hq_pixels)
     crop = model.scale if options.crop_border is None else options.crop_border
     score = ImageScore(
         name=pair.name,
@@ -327,8 +343,11 @@ def score_pair(
         psnr=metrics.psnr(sr, hq, crop_border=crop, y_channel=options.y_channel),
         ssim=metrics.ssim(sr, hq, crop_border=crop, y_channel=options.y_channel),
     )
+    if options.niqe:
+        score.niqe = niqe.niqe(sr, crop_border=crop)
     if prior is not None:
-        score.codebook = codebook_match(model, prior, _tensor(lq_img.pixels), hq, options.top_k)
+        lq = image_tensor(lq_img.pixels)
+        score.codebook = codebook_match(model, prior, lq, hq, options.top_k)
     if options.save_dir is not None:
         dst = Path(options.save_dir) / Path(pair.name).with_suffix(".png")
         io.write_image(dst, sr_img, format="PNG", manifest=api.manifest_for(model, info))
@@ -364,6 +383,7 @@ def evaluate(
         y_channel=options.y_channel,
         hr_prior=(hr_prior or prior.weights_path) if prior is not None else None,
         top_k=tuple(sorted(set(options.top_k))),
+        niqe=options.niqe,
         missing=list(plan.missing),
     )
     for pair in plan.pairs:

@@ -27,6 +27,8 @@ class LoadedModel:
     weights_path: str | None = None
     weights_sha256: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    #: one-line facts about this load for the user (e.g. which depth estimator SSR runs)
+    notes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # size rules that depend on the config (e.g. RealSRT's patch side) refine the spec's

@@ -191,6 +191,55 @@ ARCHITECTURES: dict[str, Callable[[], ArchSpec]] = {
 }
 
 
+@dataclass(frozen=True)
+class DepthSpec:
+    """A monocular depth network that SSR can run as its depth estimator (DE of SSR Algorithm 1).
+
+    Its weights are ``kind = "aux"`` catalog entries with ``arch = name`` and ids
+    ``<name>-<variant>``; the published file loads as is (``strict=True``, no conversion).
+    """
+
+    name: str
+    title: str
+    paper: str
+    #: a weights id's variant ("v2-small") -> the network's config (not stored in the file)
+    config_for: Callable[[str], Any]
+    #: config -> the bare network, state-dict keys as in the published file
+    build: Callable[[Any], nn.Module]
+    #: (network, input_size=, label=, sha256=) -> SSR's estimator: (B,3,H,W) [0,1] -> (B,1,H,W) [0,1]
+    estimator: Callable[..., nn.Module]
+
+
+def _depth_anything() -> DepthSpec:
+    from realsr_cli.models import depth
+
+    return DepthSpec(
+        name="depth_anything",
+        title="Depth Anything",
+        paper="Yang et al., Depth Anything V2, NeurIPS 2024 (arXiv:2406.09414)",
+        config_for=depth.DepthAnythingConfig.preset,
+        build=depth.DepthAnythingNet,
+        estimator=depth.DepthAnythingEstimator,
+    )
+
+
+#: Literal table of depth-estimator architectures (aux weights; see ``DepthSpec``).
+DEPTH_ARCHITECTURES: dict[str, Callable[[], DepthSpec]] = {
+    "depth_anything": _depth_anything,
+}
+
+
+def get_depth_arch(name: str) -> DepthSpec:
+    try:
+        factory = DEPTH_ARCHITECTURES[name]
+    except KeyError:
+        raise UnknownModelError(
+            f"unknown depth-estimator architecture {name!r}",
+            hint=f"known: {', '.join(sorted(DEPTH_ARCHITECTURES))}",
+        ) from None
+    return factory()
+
+
 def get_arch(name: str) -> ArchSpec:
     try:
         factory = ARCHITECTURES[name]

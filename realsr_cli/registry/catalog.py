@@ -26,7 +26,7 @@ from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from realsr_cli.errors import ConfigError, UnknownModelError
-from realsr_cli.registry.archs import ARCHITECTURES
+from realsr_cli.registry.archs import ARCHITECTURES, DEPTH_ARCHITECTURES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -52,18 +52,21 @@ _AUX_REQUIRED = _REQUIRED - {"scale"}
 _AUX_OPTIONAL = {"sha256", "paper", "notes", "kind"}
 
 #: auxiliary (non-SR) architectures an ``kind = "aux"`` entry may name: the ImageNet VGGs of the
-#: training losses (loaded by realsr_cli.training.stages._common.read_vgg_state_dict)
-AUX_ARCHS: tuple[str, ...] = ("vgg16", "vgg19")
+#: training losses (loaded by realsr_cli.training.stages._common.read_vgg_state_dict) and SSR's
+#: depth estimators (archs.DEPTH_ARCHITECTURES, loaded by realsr_cli.engine.depth)
+AUX_ARCHS: tuple[str, ...] = ("vgg16", "vgg19", *DEPTH_ARCHITECTURES)
 _HUB_KEYS = {"hub", "filename", "revision"}
 
 
 @dataclass(frozen=True)
 class WeightsSource:
-    """Where a file comes from: a Hugging Face Hub repo file pinned to a revision, a URL, or
+    """Where a file comes from: a Hugging Face Hub repo file pinned to a revision, a URL,
     (``manual``) a web page the user downloads ``files`` from by hand (e.g. a Google Drive folder
-    without per-file links), then converts them with ``realsr convert``."""
+    without per-file links), then converts them with ``realsr convert``, or (``package``) a
+    safetensors file shipped inside the realsr_cli package (``filename``: its path relative to
+    the package folder; always available offline, checked against the entry's sha256)."""
 
-    kind: Literal["hub", "url", "manual"]
+    kind: Literal["hub", "url", "manual", "package"]
     repo: str | None = None
     filename: str | None = None
     revision: str | None = None
@@ -77,6 +80,8 @@ class WeightsSource:
             return str(self.filename).rsplit("/", 1)[-1]
         if self.kind == "manual":
             return self.files[0]
+        if self.kind == "package":
+            return str(self.filename).rsplit("/", 1)[-1]
         if self.filename:  # hosts whose URL does not end in the file name (Google Drive)
             return self.filename
         return unquote(urlsplit(str(self.url)).path.rsplit("/", 1)[-1])
@@ -87,6 +92,8 @@ class WeightsSource:
             return f"hf://{self.repo}/{self.filename}@{self.revision}"
         if self.kind == "manual":
             return f"{', '.join(self.files)} from {self.url} (manual download)"
+        if self.kind == "package":
+            return f"package:realsr_cli/{self.filename}"
         return str(self.url)
 
     def to_json(self) -> dict[str, str]:
@@ -94,6 +101,8 @@ class WeightsSource:
             return {"hub": str(self.repo), "filename": str(self.filename), "revision": str(self.revision)}
         if self.kind == "manual":
             return {"manual": str(self.url), "files": list(self.files)}  # type: ignore[dict-item]
+        if self.kind == "package":
+            return {"package": str(self.filename)}
         out = {"url": str(self.url)}
         if self.filename:
             out["filename"] = self.filename
@@ -164,8 +173,18 @@ def _parse_source(where: str, raw: Any) -> WeightsSource:
         ):
             raise _fail(where, "source.manual must be an https:// page and files plain file names")
         return WeightsSource(kind="manual", url=page, files=tuple(files))
+    if "package" in raw:
+        if set(raw) != {"package"}:
+            raise _fail(where, "a package source is { package = 'weights/NAME.safetensors' }")
+        rel = _check_type(where, "source.package", raw["package"], str)
+        parts = rel.split("/")
+        if not rel.endswith(".safetensors") or rel.startswith("/") or "\\" in rel or any(
+            p in ("", ".", "..") for p in parts
+        ):
+            raise _fail(where, f"source.package {rel!r} must be a relative path to a .safetensors file in the package")
+        return WeightsSource(kind="package", filename=rel)
     if ("hub" in raw) == ("url" in raw):
-        raise _fail(where, "'source' needs exactly one of 'hub', 'url' or 'manual'")
+        raise _fail(where, "'source' needs exactly one of 'hub', 'url', 'manual' or 'package'")
     if "url" in raw:
         extra = set(raw) - {"url", "filename"}
         if extra:
@@ -270,6 +289,9 @@ def _parse_entry(raw: Any, where: str, origin: str) -> WeightsEntry:
         raise _fail(where, f"format {fmt!r} must be 'safetensors' or 'pth'")
     sha = raw.get("sha256")
     _check_sha(where, sha)
+    source = _parse_source(where, raw["source"])
+    if source.kind == "package" and (sha is None or fmt != "safetensors"):
+        raise _fail(where, "a package source needs format = 'safetensors' and its sha256")
     aliases = _check_type(where, "aliases", raw.get("aliases", []), list)
     for alias in aliases:
         if not isinstance(alias, str) or not _ALIAS.fullmatch(alias):
@@ -278,7 +300,7 @@ def _parse_entry(raw: Any, where: str, origin: str) -> WeightsEntry:
         id=entry_id,
         arch=arch,
         scale=scale,
-        source=_parse_source(where, raw["source"]),
+        source=source,
         format=fmt,  # type: ignore[arg-type]
         license=_check_type(where, "license", raw["license"], str),
         sha256=sha,
@@ -371,6 +393,11 @@ class Catalog:
         return tuple(e for e in self.entries if e.is_aux and (arch is None or e.arch == arch))
 
     def _aux_refused(self, e: WeightsEntry) -> UnknownModelError:
+        if e.arch in DEPTH_ARCHITECTURES:
+            return UnknownModelError(
+                f"{e.id!r} is a depth estimator (auxiliary weights), not a super-resolution model",
+                hint=f"use it with an SSR model: --model ssr --depth-estimator {e.id}",
+            )
         return UnknownModelError(
             f"{e.id!r} is an auxiliary weights entry ({e.arch}, used by training losses), "
             "not a super-resolution model",
@@ -399,10 +426,14 @@ class Catalog:
 
         Among entries of that scale the arch default wins, then ids without a variant, then file
         order. The arch default is the entry marked ``default = true`` (else its first entry).
+        Weights shipped inside the package (small CPU-trained models) rank after every other
+        entry of their architecture: a published or user-installed checkpoint of the same
+        architecture (e.g. from ``$REALSR_WEIGHTS_TOML``) takes over the name.
         """
         pool = [e for e in self.sr_entries if e.arch == arch]
         if not pool:
             raise self._unknown(arch)
+        pool.sort(key=lambda e: e.source.kind == "package")  # stable: file order otherwise
         ranked = sorted(pool, key=lambda e: (not e.default, e.variant is not None))
         scale = _native(scale)
         if scale is not None:

@@ -31,6 +31,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from datetime import datetime, timezone
+from importlib import resources
 from inspect import signature
 from pathlib import Path
 from typing import Any
@@ -356,6 +357,8 @@ def fetch(
             hint=f"download them by hand, then `realsr convert {files} --arch {entry.arch} "
             f"-o {entry.id}.safetensors` and use `--weights {entry.id}.safetensors`",
         )
+    if entry.source.kind == "package":
+        return _packaged(entry)
     root = cache_root(cache_dir)
     expected = expected_sha256(entry, root)
     if expected is None and not trust_on_first_use:
@@ -408,8 +411,31 @@ def fetch(
     return src
 
 
+def package_file(entry: WeightsEntry) -> Path:
+    """Where a ``package`` source lies inside the installed realsr_cli package (may be missing)."""
+    return Path(str(resources.files("realsr_cli").joinpath(str(entry.source.filename))))
+
+
+def _packaged(entry: WeightsEntry) -> Path:
+    """The shipped file of a ``package`` entry, verified against its sha256 (hashing a few MB)."""
+    path = package_file(entry)
+    if not path.is_file():
+        raise WeightsError(
+            f"{entry.id}: the shipped weights file {path} is missing (a broken or partial install)",
+            hint="reinstall realsr (`pip install --force-reinstall realsr`)",
+        )
+    sha = file_sha256(path)
+    if sha != entry.sha256:
+        raise _mismatch(entry, sha, str(entry.sha256))
+    _check_matches(entry, path)
+    return path
+
+
 def cached_path(entry: WeightsEntry, *, cache_dir: str | os.PathLike[str] | None = None) -> Path | None:
     """The file :func:`fetch` would return from the cache (not re-hashed), or None."""
+    if entry.source.kind == "package":
+        path = package_file(entry)
+        return path if path.is_file() else None
     root = cache_root(cache_dir)
     expected = expected_sha256(entry, root)
     if expected is None:
@@ -427,7 +453,14 @@ def verify(entry: WeightsEntry, *, cache_dir: str | os.PathLike[str] | None = No
     """Re-hash the cached published file: ``(matches the expected sha256, its sha256)``.
 
     When only the converted file remains, the source hash in its metadata is compared instead.
+    A ``package`` entry re-hashes the shipped file.
     """
+    if entry.source.kind == "package":
+        path = package_file(entry)
+        if not path.is_file():
+            raise WeightsError(f"{entry.id}: the shipped file {path} is missing", hint="reinstall realsr")
+        sha = file_sha256(path)
+        return sha == entry.sha256, sha
     root = cache_root(cache_dir)
     expected = expected_sha256(entry, root)
     if expected is None:

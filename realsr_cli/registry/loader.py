@@ -9,7 +9,8 @@ A realsr weights file is a safetensors file whose string metadata says what it h
 :func:`load_weights` rebuilds the architecture from that metadata alone and loads the tensors with
 ``strict=True``: a file either matches the network exactly or is refused with a message that names
 the missing, unexpected and mis-shaped keys. Pickled checkpoints (``.pth``) are never loaded here;
-``realsr convert`` turns them into this format first.
+``realsr convert`` turns them into this format first. :func:`load_any` (what ``--weights`` uses)
+hands every file that is not ours to registry/community.py (spandrel, optional).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ __all__ = [
     "save_weights",
     "read_metadata",
     "load_weights",
+    "load_any",
+    "is_realsr_file",
     "load_state_dict_strict",
     "file_sha256",
 ]
@@ -240,3 +243,20 @@ def load_weights(path: str | os.PathLike[str]) -> tuple[ArchSpec, Any, nn.Module
         raise WeightsError(f"{p.name}: cannot read its tensors ({exc})", hint="download or convert it again") from exc
     load_state_dict_strict(net, tensors, what=p.name)
     return spec, config, net.eval()
+
+
+def is_realsr_file(path: str | os.PathLike[str]) -> bool:
+    """True for a safetensors file with realsr metadata (``format = "realsr"``), even a broken one."""
+    p = Path(path)
+    return p.suffix.lower() not in PICKLE_SUFFIXES and read_metadata(p).get("format") == FORMAT
+
+
+def load_any(path: str | os.PathLike[str]) -> tuple[ArchSpec, Any, nn.Module]:
+    """Ours (:func:`load_weights`, strict) when the file has realsr metadata; any other checkpoint
+    (``.pth``, foreign ``.safetensors``) through spandrel, see :mod:`realsr_cli.registry.community`.
+    """
+    if is_realsr_file(path):
+        return load_weights(path)
+    from realsr_cli.registry import community  # lazy: torch (+ spandrel) only when needed
+
+    return community.load(path)

@@ -46,7 +46,7 @@ def test_help_has_examples(args):
 def test_stages_lists_name_and_summary():
     res = run_cli(["train", "stages", "--json"])
     assert res.code == 0, res.stderr
-    rows = {r["stage"]: r["summary"] for r in json.loads(res.stdout)}
+    rows = {r["stage"]: r["summary"] for r in json.loads(res.stdout)["stages"]}
     assert rows["toy"] == ToyStage.summary and "femasr" in rows
 
 

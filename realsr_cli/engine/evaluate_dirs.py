@@ -1,0 +1,265 @@
+"""Score existing SR images, no model: against HR references (PSNR, SSIM) and/or alone (NIQE).
+
+Pairing rule: an SR image pairs with the HR image of the same relative path and stem, any image
+suffix on either side (``sr/sub/0801.png`` <-> ``hr/sub/0801.jpg``). With ``suffix`` (e.g.
+``_x4``, ``_out``) the SR stem must end with it, and it is removed first (``sr/0801_x4.png`` <->
+``hr/0801.png``). SR images without a partner (or with several, e.g. ``x.png`` and ``x.jpg``) are
+skipped and listed; HR images that no SR image names are listed too. Without an HR folder every
+SR image is scored alone (no-reference metrics only).
+
+Scores use :mod:`realsr_cli.engine.metrics` (PSNR/SSIM, BasicSR conventions: 8-bit, Y channel,
+``crop_border`` px cut from each side) and :mod:`realsr_cli.engine.niqe`. ``crop_border``
+defaults to ``scale`` (BasicSR's convention), or 0 when the scale is not given. An HR image up
+to ``scale - 1`` px larger than its SR image in each side is cropped at the bottom/right (HR
+sides not divisible by the scale); any other size mismatch fails that image.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from realsr_cli.engine import io, metrics, niqe
+from realsr_cli.engine.evaluate import fit_hq, image_tensor
+from realsr_cli.errors import RealSRError, UsageError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["DirEvalOptions", "DirPair", "DirPlan", "DirReport", "DirScore", "evaluate_dirs",
+           "pair_dirs", "score_image"]
+
+
+@dataclass(frozen=True)
+class DirPair:
+    """One SR image and its HR partner (None: no-reference); ``name`` is relative to SR_DIR."""
+
+    name: str
+    sr: Path
+    hr: Path | None = None
+
+
+@dataclass
+class DirPlan:
+    pairs: list[DirPair] = field(default_factory=list)
+    unpaired_sr: list[tuple[str, str]] = field(default_factory=list)  # (SR name, why)
+    unpaired_hr: list[str] = field(default_factory=list)  # HR names no SR image pairs with
+
+
+def _images(root: Path, recursive: bool, skip: Path | None) -> list[Path]:
+    found = root.rglob("*") if recursive else root.iterdir()
+    keep = []
+    for p in sorted(found):
+        if not p.is_file() or not io.is_image_path(p):
+            continue
+        if skip is not None and skip in p.resolve().parents:
+            continue
+        keep.append(p)
+    return keep
+
+
+def _folder(path: str | Path, what: str) -> Path:
+    root = Path(path)
+    if not root.is_dir():
+        raise UsageError(f"{what} folder not found: {root}", hint="give an existing folder")
+    return root
+
+
+def pair_dirs(
+    sr_dir: str | Path,
+    hr_dir: str | Path | None = None,
+    *,
+    recursive: bool = False,
+    pattern: str | None = None,
+    suffix: str = "",
+) -> DirPlan:
+    """Pair the SR images (sorted; ``pattern`` filters relative path or name) with HR images by
+    the module's rule. Raises :class:`UsageError` for a missing folder or SR_DIR == HR_DIR."""
+    sr_root = _folder(sr_dir, "SR")
+    hr_root = _folder(hr_dir, "HR") if hr_dir is not None else None
+    if hr_root is not None and sr_root.resolve() == hr_root.resolve():
+        raise UsageError("SR_DIR and HR_DIR are the same folder", hint="give two folders")
+    skip_in_sr = hr_root.resolve() if hr_root is not None else None
+    sr_files = _images(sr_root, recursive, skip_in_sr)
+    plan = DirPlan()
+    if hr_root is None:
+        for p in sr_files:
+            rel = p.relative_to(sr_root).as_posix()
+            if not pattern or any(fnmatch.fnmatch(n, pattern) for n in (rel, p.name)):
+                plan.pairs.append(DirPair(rel, p))
+        return plan
+    by_key: dict[str, list[Path]] = {}
+    for p in _images(hr_root, recursive, sr_root.resolve()):
+        by_key.setdefault(p.relative_to(hr_root).with_suffix("").as_posix(), []).append(p)
+    named: set[str] = set()
+    for p in sr_files:
+        rel = p.relative_to(sr_root)
+        key: str | None = rel.with_suffix("").as_posix()
+        if suffix:
+            key = key[: -len(suffix)] if key.endswith(suffix) else None
+        if key is not None:
+            named.add(key)
+        if pattern and not any(fnmatch.fnmatch(n, pattern) for n in (rel.as_posix(), p.name)):
+            continue
+        if key is None:
+            reason = f"the name does not end with {suffix!r} (--suffix)"
+            plan.unpaired_sr.append((rel.as_posix(), reason))
+            continue
+        matches = by_key.get(key, [])
+        if len(matches) == 1:
+            plan.pairs.append(DirPair(rel.as_posix(), p, matches[0]))
+        elif not matches:
+            plan.unpaired_sr.append((rel.as_posix(), f"no HR image {key}.* in {hr_root}"))
+        else:
+            names = ", ".join(m.name for m in matches)
+            plan.unpaired_sr.append((rel.as_posix(), f"several HR images match: {names}"))
+    for key in sorted(set(by_key) - named):
+        plan.unpaired_hr.extend(m.relative_to(hr_root).as_posix() for m in by_key[key])
+    return plan
+
+
+@dataclass(frozen=True)
+class DirEvalOptions:
+    """``scale``: the SR scale (default crop border; HR size tolerance); ``crop_border`` None =
+    ``scale`` or 0; ``niqe``: also NIQE of each SR image; ``reference``: PSNR/SSIM (needs HR)."""
+
+    scale: int | None = None
+    crop_border: int | None = None
+    reference: bool = True
+    niqe: bool = False
+    max_pixels: int | None = io.DEFAULT_MAX_PIXELS
+
+    @property
+    def crop(self) -> int:
+        return self.crop_border if self.crop_border is not None else (self.scale or 0)
+
+    @property
+    def metrics(self) -> list[str]:
+        return (["psnr", "ssim"] if self.reference else []) + (["niqe"] if self.niqe else [])
+
+
+def _finite(x: float) -> float | None:
+    """JSON has no infinity: identical images (PSNR inf) are reported as null."""
+    return x if math.isfinite(x) else None
+
+
+@dataclass
+class DirScore:
+    name: str
+    sr: str
+    hr: str | None
+    size: tuple[int, int]  # SR (w, h)
+    scores: dict[str, float] = field(default_factory=dict)  # metric -> value
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "sr": self.sr, "hr": self.hr,
+                               "size": list(self.size)}
+        out |= {k: _finite(v) for k, v in self.scores.items()}
+        out["seconds"] = round(self.seconds, 4)
+        return out
+
+
+@dataclass
+class DirReport:
+    sr_dir: str
+    hr_dir: str | None
+    scale: int | None
+    crop_border: int
+    metrics: list[str]
+    images: list[DirScore] = field(default_factory=list)
+    unpaired_sr: list[tuple[str, str]] = field(default_factory=list)
+    unpaired_hr: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def mean(self) -> dict[str, float]:
+        """Mean of each metric over the scored images (empty when none was scored)."""
+        n = len(self.images)
+        return {k: sum(s.scores[k] for s in self.images) / n for k in self.metrics} if n else {}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "sr_dir": self.sr_dir,
+            "hr_dir": self.hr_dir,
+            "scale": self.scale,
+            "crop_border": self.crop_border,
+            "y_channel": True,
+            "metrics": list(self.metrics),
+            "count": len(self.images),
+            "mean": {k: _finite(v) for k, v in self.mean.items()},
+            "images": [s.to_json() for s in self.images],
+            "unpaired_sr": [{"sr": n, "reason": r} for n, r in self.unpaired_sr],
+            "unpaired_hr": [{"hr": n} for n in self.unpaired_hr],
+            "failed": [{"sr": n, "error": m} for n, m in self.failed],
+            "seconds": round(self.seconds, 3),
+        }
+
+
+_SIZE_HINT = "SR and HR must have the same size (HR may be up to scale-1 px larger: give --scale)"
+
+
+def score_image(pair: DirPair, options: DirEvalOptions = DirEvalOptions()) -> DirScore:
+    """Read ``pair.sr`` (and ``pair.hr``) and score it with ``options.metrics``."""
+    t0 = time.perf_counter()
+    sr_img = io.read_image(pair.sr, max_pixels=options.max_pixels)
+    sr = image_tensor(sr_img.pixels)
+    crop = options.crop
+    score = DirScore(pair.name, str(pair.sr), str(pair.hr) if pair.hr else None,
+                     (sr_img.width, sr_img.height))
+    if options.reference:
+        if pair.hr is None:
+            raise UsageError(f"{pair.name}: PSNR/SSIM need an HR image", hint="give HR_DIR")
+        hr_img = io.read_image(pair.hr, max_pixels=options.max_pixels)
+        size = (sr_img.height, sr_img.width)
+        hr = image_tensor(fit_hq(hr_img.pixels, size, options.scale or 1, pair.name, _SIZE_HINT))
+        score.scores["psnr"] = metrics.psnr(sr, hr, crop_border=crop)
+        score.scores["ssim"] = metrics.ssim(sr, hr, crop_border=crop)
+    if options.niqe:
+        score.scores["niqe"] = niqe.niqe(sr, crop_border=crop)
+    score.seconds = time.perf_counter() - t0
+    return score
+
+
+def evaluate_dirs(
+    plan: DirPlan,
+    options: DirEvalOptions,
+    *,
+    sr_dir: str | Path,
+    hr_dir: str | Path | None = None,
+    on_done: Callable[[DirPair, DirScore | None, str | None], None] | None = None,
+) -> DirReport:
+    """Score every pair of ``plan``; a failing image is recorded and scoring goes on."""
+    if not options.metrics:
+        raise UsageError("no metric to compute", hint="give HR_DIR (PSNR/SSIM) and/or --niqe")
+    t0 = time.perf_counter()
+    report = DirReport(
+        sr_dir=str(sr_dir),
+        hr_dir=str(hr_dir) if hr_dir is not None else None,
+        scale=options.scale,
+        crop_border=options.crop,
+        metrics=options.metrics,
+        unpaired_sr=list(plan.unpaired_sr),
+        unpaired_hr=list(plan.unpaired_hr),
+    )
+    for pair in plan.pairs:
+        try:
+            score = score_image(pair, options)
+        except RealSRError as exc:
+            msg = exc.message + (f" ({exc.hint})" if exc.hint else "")
+            report.failed.append((pair.name, msg))
+            log.debug("failed: %s", pair.sr, exc_info=True)
+            if on_done:
+                on_done(pair, None, msg)
+            continue
+        report.images.append(score)
+        if on_done:
+            on_done(pair, score, None)
+    report.seconds = time.perf_counter() - t0
+    return report
