@@ -42,8 +42,7 @@ def test_shipped_femasr_entries():
     assert x4.default and not x2.default and "femasr" in x4.aliases
     assert catalog.get("femasr") is x4 and catalog.get("femasr", scale=2) is x2
     assert catalog.get("femasr", scale=3) is x4  # no x3: the default, the engine resizes
-    assert catalog.default() is x4 and catalog.default(2) is x2
-    assert catalog.default_for("femasr", 2) is x2
+    assert catalog.default_for("femasr") is x4 and catalog.default_for("femasr", 2) is x2
 
 
 def test_package_file_is_the_top_level_file():
@@ -215,7 +214,7 @@ def test_extra_catalogs_from_the_environment(tmp_path, tiny_arch, monkeypatch):
     extra = write_catalog(tmp_path / "mine.toml", [entry_dict()])
     monkeypatch.setenv("REALSR_WEIGHTS_TOML", str(extra))
     c = load_catalog()
-    assert "tiny-x2" in c and "femasr-x4" in c and c.default().id == "femasr-x4"
+    assert "tiny-x2" in c and "femasr-x4" in c and c.default().id == "ugtsr-x4-cpu"  # the packaged default stays
     assert c.get("tiny-x2").origin == str(extra)
 
     clash = write_catalog(tmp_path / "clash.toml", [entry_dict(id="femasr-x4", arch="femasr", scale=4)])
