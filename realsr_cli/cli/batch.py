@@ -33,7 +33,7 @@ from realsr_cli.cli._options import (
 from realsr_cli.engine import api
 from realsr_cli.engine import batch as engine_batch
 from realsr_cli.engine import distributed as engine_dist
-from realsr_cli.errors import EXIT_BATCH_FAILURES, EXIT_INTERRUPTED, BatchFailedError
+from realsr_cli.errors import EXIT_BATCH_FAILURES, EXIT_INTERRUPTED
 
 
 def batch(
@@ -116,9 +116,15 @@ def batch(
                                     progress=view.tiles, stop_on_interrupt=True, rank=rank.rank)
         summary = engine_batch.gather(part, jobs)
         failed, interrupted = engine_batch.outcome(part)
-    if summary is None:  # not rank 0: rank 0 reports for everyone; exit with its code, quietly
-        raise typer.Exit(EXIT_INTERRUPTED if interrupted else EXIT_BATCH_FAILURES if failed else 0)
-    _report(summary, json_out)
+        if summary is not None:
+            _report(summary, json_out)
+        # Every rank waits until rank 0's report (JSON, summary, error line) is out: torchrun
+        # SIGTERMs the remaining ranks as soon as one exits non-zero, which used to cut rank 0
+        # off before it had printed anything.
+        engine_dist.barrier()
+    code = EXIT_INTERRUPTED if interrupted else EXIT_BATCH_FAILURES if failed else 0
+    if code:
+        raise typer.Exit(code)  # the same code on every rank (engine_batch.outcome)
 
 
 def _quiet(message: str) -> None:
@@ -135,12 +141,10 @@ def _report(summary: engine_batch.BatchSummary, json_out: bool) -> None:
         f"done: {summary.done}, skipped: {summary.skipped}, failed: {len(summary.failed)} "
         f"of {summary.total} in {summary.seconds:.1f}s"
     )
+    # the error line main() would print for exit 130 / exit 6; printed here so that it is out
+    # before the ranks leave (the caller then exits with the code)
     if summary.interrupted:
-        raise KeyboardInterrupt  # exit 130 once the partial summary is out
-    if summary.failed:
-        raise BatchFailedError(
-            f"{len(summary.failed)} of {summary.total} image(s) failed",
-            failed=len(summary.failed),
-            total=summary.total,
-            hint="see the warnings above; rerun with --skip-existing to retry only the failures",
-        )
+        _output.error("interrupted", "nothing half-written was left behind; run the command again to resume")
+    elif summary.failed:
+        _output.error(f"{len(summary.failed)} of {summary.total} image(s) failed",
+                      "see the warnings above; rerun with --skip-existing to retry only the failures")
