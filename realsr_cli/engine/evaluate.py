@@ -356,6 +356,28 @@ def score_pair(
     return score
 
 
+def score_each(pairs: list[Any], score: Callable[[Any], Any],
+               on_done: Callable[[Any, Any, str | None], None] | None = None) -> tuple[list[Any], list[tuple[str, str]]]:
+    """``score`` every pair, going on past failures: ``(scores, [(pair.name, message), ...])``.
+    ``on_done(pair, score or None, message or None)`` after each."""
+    scores: list[Any] = []
+    failed: list[tuple[str, str]] = []
+    for pair in pairs:
+        try:
+            result = score(pair)
+        except RealSRError as exc:
+            msg = exc.message + (f" ({exc.hint})" if exc.hint else "")
+            failed.append((pair.name, msg))
+            log.debug("failed: %s", pair.name, exc_info=True)
+            if on_done:
+                on_done(pair, None, msg)
+            continue
+        scores.append(result)
+        if on_done:
+            on_done(pair, result, None)
+    return scores, failed
+
+
 def evaluate(
     model: api.LoadedModel,
     plan: EvalPlan,
@@ -386,18 +408,8 @@ def evaluate(
         niqe=options.niqe,
         missing=list(plan.missing),
     )
-    for pair in plan.pairs:
-        try:
-            score = score_pair(model, pair, options, prior=prior, progress=progress)
-        except RealSRError as exc:
-            msg = exc.message + (f" ({exc.hint})" if exc.hint else "")
-            report.failed.append((pair.name, msg))
-            log.debug("failed: %s", pair.lq, exc_info=True)
-            if on_done:
-                on_done(pair, None, msg)
-            continue
-        report.images.append(score)
-        if on_done:
-            on_done(pair, score, None)
+    report.images, report.failed = score_each(
+        plan.pairs, lambda pair: score_pair(model, pair, options, prior=prior, progress=progress), on_done
+    )
     report.seconds = time.perf_counter() - t0
     return report

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from realsr_cli.engine import io, metrics, niqe
-from realsr_cli.engine.evaluate import fit_hq, image_tensor
-from realsr_cli.errors import RealSRError, UsageError
+from realsr_cli.engine.evaluate import fit_hq, image_tensor, score_each
+from realsr_cli.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -248,18 +248,6 @@ def evaluate_dirs(
         unpaired_sr=list(plan.unpaired_sr),
         unpaired_hr=list(plan.unpaired_hr),
     )
-    for pair in plan.pairs:
-        try:
-            score = score_image(pair, options)
-        except RealSRError as exc:
-            msg = exc.message + (f" ({exc.hint})" if exc.hint else "")
-            report.failed.append((pair.name, msg))
-            log.debug("failed: %s", pair.sr, exc_info=True)
-            if on_done:
-                on_done(pair, None, msg)
-            continue
-        report.images.append(score)
-        if on_done:
-            on_done(pair, score, None)
+    report.images, report.failed = score_each(plan.pairs, lambda pair: score_image(pair, options), on_done)
     report.seconds = time.perf_counter() - t0
     return report

@@ -12,13 +12,16 @@ Backend: NCCL for CUDA, Gloo for CPU (useful for tests and tiny runs). Each rank
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import torch
 import torch.distributed as dist
 
 from realsr_cli.engine.device import resolve_device
-from realsr_cli.engine.distributed import DistInfo, env_info  # shared with `realsr batch`
+from realsr_cli.engine.distributed import (  # shared with `realsr batch`
+    DistInfo,
+    all_gather_objects,
+    env_info,
+)
 from realsr_cli.errors import DeviceError
 
 log = logging.getLogger(__name__)
@@ -101,10 +104,3 @@ def any_rank(flag: bool, device: torch.device) -> bool:
     return bool(t.item() > 0)
 
 
-def all_gather_objects(obj: Any) -> list[Any]:
-    """``[obj of rank 0, obj of rank 1, ...]`` on every rank (picklable objects)."""
-    if not _active():
-        return [obj]
-    out: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj)
-    return out
