@@ -5,7 +5,8 @@ scaled by the dtype's size relative to fp32 (a deliberately simple, per-architec
 ``ACTIVATION_BYTES`` below, or an ``ArchSpec.bytes_per_output_pixel`` field if the registry adds
 one). The tile is the largest multiple of ``spec.tile_multiple`` up to ``spec.default_tile`` whose
 estimate fits in ``MEMORY_FRACTION`` of the free memory (device memory on CUDA/MPS, available RAM on
-CPU); the whole image runs in one piece when it fits within that bound.
+CPU); the whole image runs in one piece when it fits within that bound (and, for architectures
+that run any size, up to ``spec.whole_image_up_to`` times ``default_tile`` per side).
 
 OOM. On an out-of-memory error the tile is halved (cache emptied) and the image is redone, down to
 ``min_tile``; below that, :class:`~realsr_cli.errors.OutOfMemoryError` (exit 5). An explicit
@@ -118,7 +119,8 @@ def auto_tile(model: LoadedModel, height: int, width: int, batch: int = 1) -> in
     if budget <= 0:  # unknown free memory: trust the architecture's default
         log.debug("free memory unknown on %s; auto tile = default %d", model.device, cap)
         return 0 if max(height, width) <= cap else cap
-    if max(height, width) <= cap and estimate_bytes(model, height, width) <= budget:
+    whole_cap = cap * max(1.0, getattr(spec, "whole_image_up_to", 1.0))
+    if max(height, width) <= whole_cap and estimate_bytes(model, height, width) <= budget:
         return 0
     side = int(math.sqrt(budget / _bytes_per_output_pixel(model) / model.scale**2 / batch))
     m = max(1, spec.tile_multiple)

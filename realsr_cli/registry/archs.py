@@ -69,6 +69,11 @@ class ArchSpec:
     tile_rules: Callable[[Any], tuple[int, int, int]] | None = None
     #: activation memory per output pixel at fp32 for --tile auto (None: engine default)
     bytes_per_output_pixel: int | None = None
+    #: --tile auto runs the whole image (when it fits in memory) up to this many times
+    #: ``default_tile`` per side; 1.0: ``default_tile`` is a hard cap (RealSRT's fixed patches).
+    #: Above 1 for models that run any size: tiling a side just over the tile costs up to 4x the
+    #: pixels (overlapping tiles) for nothing when memory allows one pass.
+    whole_image_up_to: float = 1.0
 
 
 def _femasr() -> ArchSpec:
@@ -89,6 +94,7 @@ def _femasr() -> ArchSpec:
         default_tile=192,
         default_overlap=16,
         half_ok=True,
+        whole_image_up_to=2.0,  # whole images up to 384 LR px (official code: whole images)
     )
 
 
@@ -110,6 +116,7 @@ def _ugtsr() -> ArchSpec:
         default_tile=192,
         default_overlap=16,
         half_ok=True,
+        whole_image_up_to=2.0,  # whole images up to 384 LR px (official code: whole images)
     )
 
 

@@ -151,6 +151,21 @@ def test_auto_caps_at_default_tile(monkeypatch):
     assert res.tile == 32 and res.tiles > 1
 
 
+def test_auto_runs_whole_images_up_to_the_declared_multiple_of_the_tile(monkeypatch):
+    """``whole_image_up_to``: one pass instead of overlapping tiles when memory allows; the cap
+    stays hard where the architecture keeps the default (1.0) and when memory is short."""
+    monkeypatch.setattr(devices, "free_memory_bytes", lambda d: 2**40)
+    net = LocalNet()
+    res = run_model(loaded(net, default_tile=32, tile_multiple=8, whole_image_up_to=2.0), image(60, 50))
+    assert (res.tile, res.tiles) == (0, 1) and net.calls == [(60, 50)]
+    wide = loaded(LocalNet(), default_tile=32, tile_multiple=8, whole_image_up_to=2.0)
+    assert runner.auto_tile(wide, 65, 20) == 32  # beyond 2 x 32: tiles again
+    assert runner.auto_tile(loaded(LocalNet(), default_tile=32, tile_multiple=8), 60, 50) == 32
+    budget = runner.estimate_bytes(wide, 40, 40) / runner.MEMORY_FRACTION
+    monkeypatch.setattr(devices, "free_memory_bytes", lambda d: int(budget) + 1)
+    assert runner.auto_tile(wide, 60, 50) == 32  # does not fit: the usual largest fitting tile
+
+
 def test_auto_tile_follows_free_memory(monkeypatch):
     model = loaded(LocalNet(), default_tile=256, tile_multiple=8)
     # budget for a 48x48 LR tile: 2048 B/px * (48*2)^2 / MEMORY_FRACTION
