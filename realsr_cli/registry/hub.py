@@ -416,14 +416,20 @@ def package_file(entry: WeightsEntry) -> Path:
     return Path(str(resources.files("realsr_cli").joinpath(str(entry.source.filename))))
 
 
-def _packaged(entry: WeightsEntry) -> Path:
-    """The shipped file of a ``package`` entry, verified against its sha256 (hashing a few MB)."""
+def _shipped(entry: WeightsEntry) -> Path:
+    """:func:`package_file`, which must exist (a WeightsError otherwise)."""
     path = package_file(entry)
     if not path.is_file():
         raise WeightsError(
             f"{entry.id}: the shipped weights file {path} is missing (a broken or partial install)",
             hint="reinstall realsr (`pip install --force-reinstall realsr`)",
         )
+    return path
+
+
+def _packaged(entry: WeightsEntry) -> Path:
+    """The shipped file of a ``package`` entry, verified against its sha256 (hashing a few MB)."""
+    path = _shipped(entry)
     sha = file_sha256(path)
     if sha != entry.sha256:
         raise _mismatch(entry, sha, str(entry.sha256))
@@ -456,10 +462,7 @@ def verify(entry: WeightsEntry, *, cache_dir: str | os.PathLike[str] | None = No
     A ``package`` entry re-hashes the shipped file.
     """
     if entry.source.kind == "package":
-        path = package_file(entry)
-        if not path.is_file():
-            raise WeightsError(f"{entry.id}: the shipped file {path} is missing", hint="reinstall realsr")
-        sha = file_sha256(path)
+        sha = file_sha256(_shipped(entry))
         return sha == entry.sha256, sha
     root = cache_root(cache_dir)
     expected = expected_sha256(entry, root)

@@ -73,20 +73,24 @@ def _image_size(path: Path) -> tuple[int, int] | None:
         return None
 
 
+def _rgb_pixels(path: str | Path) -> tuple[np.ndarray, int]:
+    """(H,W,3) float32 pixels in [0,1] of an image file (gray -> RGB, alpha dropped), bit depth."""
+    img = read_image(path, max_pixels=None)
+    pixels = np.repeat(img.pixels, 3, axis=2) if img.pixels.shape[2] == 1 else img.pixels
+    return pixels, img.bit_depth
+
+
 def image_to_tensor(path: str | Path) -> Tensor:
     """Decode an image file into (3,H,W) float32 in [0,1] (gray -> RGB, alpha dropped)."""
-    pixels = read_image(path, max_pixels=None).pixels
-    if pixels.shape[2] == 1:
-        pixels = np.repeat(pixels, 3, axis=2)
+    pixels, _ = _rgb_pixels(path)
     return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))
 
 
 def _stored_pixels(path: Path) -> np.ndarray:
     """(H,W,3) uint8 (8-bit files) or uint16 (16-bit files) of an image, for the patch cache."""
-    img = read_image(path, max_pixels=None)
-    pixels = img.pixels if img.pixels.shape[2] != 1 else np.repeat(img.pixels, 3, axis=2)
-    peak = 255.0 if img.bit_depth == 8 else 65535.0
-    return np.rint(pixels[..., :3] * peak).astype(np.uint8 if img.bit_depth == 8 else np.uint16)
+    pixels, bit_depth = _rgb_pixels(path)
+    peak = 255.0 if bit_depth == 8 else 65535.0
+    return np.rint(pixels * peak).astype(np.uint8 if bit_depth == 8 else np.uint16)
 
 
 class HRPatches(Dataset):
@@ -146,21 +150,21 @@ class HRPatches(Dataset):
         return len(self.paths)
 
     def _crop(self, index: int, rng: np.random.Generator) -> Tensor:
-        """A random (3,P,P) float32 crop in [0,1] of image ``index`` (cached images crop first)."""
+        """A random (3,P,P) float32 crop in [0,1] of image ``index`` (cropped before conversion:
+        from the cached 8/16-bit pixels with ``cache_images``, else from the decoded file)."""
+        if self.cache_images:
+            src = self._cache.get(index)
+            if src is None:
+                src = self._cache.setdefault(index, _stored_pixels(self.paths[index]))
+        else:
+            src, _ = _rgb_pixels(self.paths[index])
         p = self.patch_size
-        if not self.cache_images:
-            img = image_to_tensor(self.paths[index])
-            _, h, w = img.shape
-            top, left = int(rng.integers(0, h - p + 1)), int(rng.integers(0, w - p + 1))
-            return img[:, top : top + p, left : left + p]
-        stored = self._cache.get(index)
-        if stored is None:
-            stored = self._cache.setdefault(index, _stored_pixels(self.paths[index]))
-        h, w = stored.shape[:2]
+        h, w = src.shape[:2]
         top, left = int(rng.integers(0, h - p + 1)), int(rng.integers(0, w - p + 1))
-        crop = stored[top : top + p, left : left + p].astype(np.float32)
-        crop /= 255.0 if stored.dtype == np.uint8 else 65535.0
-        return torch.from_numpy(crop).permute(2, 0, 1)
+        crop = src[top : top + p, left : left + p].astype(np.float32)
+        if src.dtype != np.float32:
+            crop /= 255.0 if src.dtype == np.uint8 else 65535.0
+        return torch.from_numpy(crop.transpose(2, 0, 1).copy())
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Tensor]:
         epoch, index = int(key[0]), int(key[1])

@@ -58,6 +58,22 @@ def test_patches_are_a_function_of_seed_epoch_index(hr_dir):
     assert 0.0 <= float(a["hq"].min()) and float(a["hq"].max()) <= 1.0
 
 
+def test_cached_images_give_the_same_patches(tmp_path):
+    """``cache_images``: the same patches, bit for bit, for 8-bit RGB, gray and 16-bit files."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "hr"
+    root.mkdir()
+    Image.fromarray(rng.integers(0, 256, (40, 36, 3), dtype=np.uint8)).save(root / "rgb.png")
+    Image.fromarray(rng.integers(0, 256, (33, 41), dtype=np.uint8)).save(root / "gray.png")
+    Image.fromarray(rng.integers(0, 65536, (38, 34), dtype=np.uint16)).save(root / "deep.png")
+    plain, cached = HRPatches(root, 16, seed=5), HRPatches(root, 16, seed=5, cache_images=True)
+    for epoch in range(3):
+        for i in range(len(plain)):
+            a, b = plain[(epoch, i)]["hq"], cached[(epoch, i)]["hq"]
+            assert a.shape == b.shape == (3, 16, 16) and torch.equal(a, b), (epoch, i)
+    assert len(cached._cache) == len(plain)
+
+
 def test_shards_cover_the_global_batch_and_resume_midway():
     single = ShardSampler(7, 4, seed=1)
     ranks = [ShardSampler(7, 4, seed=1, rank=r, world_size=2) for r in range(2)]
