@@ -5,7 +5,9 @@ Forward process, with ``alpha_bar_t = prod_{s<=t} (1 - beta_s)`` and timesteps `
     q(x_t | x0) = N(sqrt(alpha_bar_t) x0, (1 - alpha_bar_t) I)
     x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps                       (add_noise)
 
-The network predicts ``eps`` (SSR Eq. 5, the ``l`` term). The clean-image estimate is
+The network predicts ``eps`` (SSR Eq. 5, the ``l`` term), or the velocity
+``v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x0`` (``v_target``; ``eps_from_v`` turns it back
+into eps, since ``eps = sqrt(1 - alpha_bar_t) x_t + sqrt(alpha_bar_t) v``). The clean-image estimate is
 
     x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps_hat) / sqrt(alpha_bar_t)            (predict_x0)
 
@@ -147,6 +149,18 @@ class DDPMSchedule:
         """``x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)`` (no clipping)."""
         ab = self.alphas_cumprod
         return (x_t - self._coef((1 - ab).sqrt(), t, x_t) * eps) / self._coef(ab.sqrt(), t, x_t)
+
+    def v_target(self, x0: Tensor, noise: Tensor, t: Tensor | int) -> Tensor:
+        """The velocity ``v = sqrt(alpha_bar_t) noise - sqrt(1 - alpha_bar_t) x0`` (Salimans & Ho,
+        ICLR 2022): the regression target of a v-prediction network."""
+        ab = self.alphas_cumprod
+        return self._coef(ab.sqrt(), t, x0) * noise - self._coef((1 - ab).sqrt(), t, x0) * x0
+
+    def eps_from_v(self, v: Tensor, t: Tensor | int, x_t: Tensor) -> Tensor:
+        """``eps = sqrt(1 - alpha_bar_t) x_t + sqrt(alpha_bar_t) v`` (exact, no division): a
+        v-prediction network drives the eps-based :meth:`step` unchanged."""
+        ab = self.alphas_cumprod
+        return self._coef((1 - ab).sqrt(), t, x_t) * x_t + self._coef(ab.sqrt(), t, x_t) * v
 
     def prior_sample(
         self,

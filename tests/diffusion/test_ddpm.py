@@ -56,6 +56,20 @@ def test_x0_recovery_from_true_eps_is_exact():
     torch.testing.assert_close(out, x0, rtol=0, atol=1e-10)
 
 
+def test_v_target_and_eps_from_v_invert_each_other():
+    sched = DDPMSchedule(100, beta_schedule="cosine")
+    x0, eps = _pair(2)
+    x0, eps = x0.double(), eps.double()
+    for t in (0, 37, 99):
+        x_t = sched.add_noise(x0, eps, t)
+        v = sched.v_target(x0, eps, t)
+        ab = float(sched.alphas_cumprod[t])
+        torch.testing.assert_close(v, math.sqrt(ab) * eps - math.sqrt(1 - ab) * x0)
+        torch.testing.assert_close(sched.eps_from_v(v, t, x_t), eps, rtol=0, atol=1e-10)
+    # at the terminal step (alpha_bar ~ 0) v is -x0: a v-network must predict the image there
+    torch.testing.assert_close(sched.v_target(x0, eps, 99), -x0, rtol=0, atol=1e-2)
+
+
 @pytest.mark.parametrize("steps", [1, 4, 7, 1000])
 def test_steps_are_honoured(steps):
     sched = DDPMSchedule(1000)

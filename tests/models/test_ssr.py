@@ -75,6 +75,16 @@ def test_config_presets_validation_and_json():
             dataclasses.replace(TINY, **kw)
 
 
+def test_denoiser_narrower_than_the_unshuffled_state_is_refused():
+    """x_t enters the UNet as 3 * 4 * 4 = 48 channels; a 32-wide first level cannot carry it
+    (a CPU run with it plateaued at eps-MSE 0.39 for every t and sampled noise)."""
+    narrow = dataclasses.replace(TINY.denoiser, model_channels=32, channel_mult=(1, 2))
+    with pytest.raises(ConfigError, match="narrower than the x4 state"):
+        dataclasses.replace(TINY, denoiser=narrow)
+    wide_enough = dataclasses.replace(TINY.denoiser, model_channels=64, channel_mult=(1, 2))
+    assert dataclasses.replace(TINY, denoiser=wide_enough).denoiser.model_channels == 64
+
+
 # --------------------------------------------------------------------------- DKENet / NBSR
 def test_kernels_are_non_negative_and_sum_to_one(net):
     lr, depth = image(9, 11), torch.rand(1, 1, 9, 11)
@@ -328,6 +338,10 @@ def test_registry_entry():
             ),
             nbsr=dataclasses.replace(TINY.nbsr, num_blocks=2),
         ),
+        dataclasses.replace(TINY, denoiser=dataclasses.replace(TINY.denoiser, concat_sr=True)),
+        dataclasses.replace(
+            TINY, denoiser=dataclasses.replace(TINY.denoiser, concat_sr=True, concat_lq=False)
+        ),
     ],
 )
 def test_config_inference_from_shapes(cfg):
@@ -339,6 +353,38 @@ def test_config_inference_from_shapes(cfg):
         config_from_state_dict(state, scale=2)
     with pytest.raises(WeightsError, match="incomplete"):
         config_from_state_dict({k: v for k, v in state.items() if not k.startswith("nbsr.")})
+
+
+def test_residual_target_samples_around_the_svkr_estimate():
+    """target = residual: the chain generates HR - I_T and adds I_T back. With the UNet head
+    zeroed (v = 0) one DDIM step from t = T-1 gives x0_hat = sqrt(ab) x_T ~ 0, so the output is
+    SVKR's estimate I_T = NBSR(LR, K_T) (exactly, from x_T = 0, at any step count); concat_sr
+    feeds I_T to the UNet (48 more channels)."""
+    cfg = dataclasses.replace(
+        TINY,
+        target="residual",
+        denoiser=dataclasses.replace(TINY.denoiser, concat_sr=True),
+        schedule=dataclasses.replace(TINY.schedule, prediction="v"),
+    )
+    torch.manual_seed(0)
+    model = SSRNet(cfg).eval()
+    assert model.denoiser.conv_in.in_channels == 48 + 3 + 48
+    with torch.no_grad():
+        for p in model.denoiser.out.parameters():
+            p.zero_()
+    lq = torch.rand(1, 3, 8, 10)
+    estimate = model.svkr(lq, keep_estimates=True).estimates[-1]
+    out = model.upscale(lq, generator=torch.Generator().manual_seed(0), steps=1)
+    torch.testing.assert_close(out, estimate, rtol=0, atol=0.02)  # + sqrt(ab_19) x_T / 2
+    x_T = torch.zeros(model.noise_shape(lq.shape))
+    torch.testing.assert_close(model.upscale(lq, noise=x_T, steps=3), estimate)
+    cond = model.condition(lq)
+    assert cond.sr is not None and cond.sr.shape == (1, 3, 32, 40)
+    with pytest.raises(ValueError, match="SR estimate"):
+        model.denoiser(torch.zeros(1, 3, 32, 40), torch.tensor([3]), cond.features, cond.lq)
+    with pytest.raises(ConfigError, match="target"):
+        dataclasses.replace(TINY, target="latent")
+    assert not TINY.uses_sr_estimate and cfg.uses_sr_estimate
 
 
 def test_default_config_inference_on_meta():

@@ -78,6 +78,8 @@ class SSRDenoiserConfig:
     M_alpha / M_beta (paper: 128). ``amf_norm``: ``gn`` (affine-free GroupNorm, batch-independent;
     default) or ``bn`` (affine-free BatchNorm, running statistics in eval mode).
     ``concat_lq``: also feed the LR image to the UNet input (our addition, see docs/models.md).
+    ``concat_sr``: also feed SVKR's SR estimate I_T = NBSR(LR, K_T), PixelUnshuffled like x_t
+    (our addition; costs one more NBSR call per image).
     """
 
     model_channels: int = 128
@@ -90,6 +92,7 @@ class SSRDenoiserConfig:
     amf_hidden: int = 128
     amf_norm: str = "gn"
     concat_lq: bool = True
+    concat_sr: bool = False
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,10 @@ class SSRScheduleConfig:
     eta: float = 0.0
     #: clamp x0_hat to [-clip, clip] while sampling (images live in [-1, 1]); 0 disables
     clip_x0: float = 1.0
+    #: what the denoiser outputs: ``eps`` (the paper's Eq. 5) or ``v`` (v-prediction, Salimans &
+    #: Ho 2022; our option for small budgets: at low SNR the eps loss hardly rewards using the LR
+    #: condition, so a short eps run samples noise, see docs/models.md). Sampling is DDIM either way.
+    prediction: str = "eps"
 
 
 @dataclass(frozen=True)
@@ -114,12 +121,15 @@ class SSRConfig:
 
     ``svkr_iterations`` (T) and ``svkr_gamma`` are Algorithm 1's (paper: 3 and 0.9).
     ``depth_head``: build our trainable depth head (False: a depth estimator must be injected).
+    ``target``: what the diffusion generates: ``image`` (the HR image, the paper) or ``residual``
+    (HR minus SVKR's estimate I_T = NBSR(LR, K_T); our option, see docs/models.md).
     """
 
     scale: int = 4
     svkr_iterations: int = 3
     svkr_gamma: float = 0.9
     depth_head: bool = True
+    target: str = "image"
     dkenet: DKENetConfig = field(default_factory=DKENetConfig)
     nbsr: NBSRConfig = field(default_factory=NBSRConfig)
     depth: DepthHeadConfig = field(default_factory=DepthHeadConfig)
@@ -143,11 +153,32 @@ class SSRConfig:
                 f"denoiser level widths must be multiples of {_GN_GROUPS}",
                 hint="pick model_channels as a multiple of 32",
             )
+        state = 3 * self.scale * self.scale
+        if d.model_channels * d.channel_mult[0] < state:
+            # Every input value reaches the output through conv_in's first-level width (the skips
+            # start there). Narrower than the PixelUnshuffle'd state, the UNet cannot even pass
+            # the noise through: eps-prediction plateaus at an MSE of about 1 - width/state at
+            # every t (a 32-channel CPU run sat at 0.39 and sampled pure noise).
+            raise ConfigError(
+                f"denoiser first level ({d.model_channels * d.channel_mult[0]} channels) is "
+                f"narrower than the x{self.scale} state it denoises ({state} channels after "
+                "PixelUnshuffle): it cannot carry x_t through, and eps-prediction cannot converge",
+                hint=f"set model_channels * channel_mult[0] >= {state} (e.g. model_channels = 64)",
+            )
         if d.amf_norm not in ("gn", "bn"):
             raise ConfigError(f"amf_norm must be 'gn' or 'bn', got {d.amf_norm!r}")
+        if self.target not in ("image", "residual"):
+            raise ConfigError(f"target must be 'image' or 'residual', got {self.target!r}")
         s = self.schedule
+        if s.prediction not in ("eps", "v"):
+            raise ConfigError(f"schedule.prediction must be 'eps' or 'v', got {s.prediction!r}")
         if not 1 <= s.sampling_steps <= s.num_timesteps:
             raise ConfigError("schedule.sampling_steps must be in [1, num_timesteps]")
+
+    @property
+    def uses_sr_estimate(self) -> bool:
+        """Whether sampling needs SVKR's final SR estimate I_T (residual target or concat_sr)."""
+        return self.target == "residual" or self.denoiser.concat_sr
 
     @property
     def size_multiple(self) -> int:
@@ -163,7 +194,7 @@ class SSRConfig:
             nbsr=NBSRConfig(num_feat=8, growth=4, num_blocks=1, kernel_feat=8),
             depth=DepthHeadConfig(channels=4),
             denoiser=SSRDenoiserConfig(
-                model_channels=32,
+                model_channels=64,
                 channel_mult=(1, 1),
                 num_res_blocks=1,
                 lr_width=8,

@@ -37,10 +37,11 @@ __all__ = ["SSRDenoiser"]
 
 
 class SSRDenoiser(nn.Module):
-    """``SSRDenoiser(x_t, t, features, lq) -> eps``.
+    """``SSRDenoiser(x_t, t, features, lq, sr) -> eps`` (or v, see ``schedule.prediction``).
 
     x_t (B,3,sh,sw) on the [-1,1] image scale; t int64 (B,); features from :meth:`encode` at the
-    LR size (h,w); lq (B,3,h,w) on the [-1,1] scale (used when ``concat_lq``) -> eps (B,3,sh,sw).
+    LR size (h,w); lq (B,3,h,w) on the [-1,1] scale (used when ``concat_lq``); sr (B,3,sh,sw) the
+    SVKR estimate on the [-1,1] scale (used when ``concat_sr``) -> eps (B,3,sh,sw).
     """
 
     def __init__(self, config: SSRDenoiserConfig, kernel_size: int, scale: int = 4) -> None:
@@ -61,7 +62,8 @@ class SSRDenoiser(nn.Module):
             return AMFBlock(channels, feats, cfg.amf_hidden, cfg.amf_norm)
 
         self.time_embed = nn.Sequential(nn.Linear(mc, emb), nn.SiLU(), nn.Linear(emb, emb))
-        in_channels = 3 * scale * scale + (3 if cfg.concat_lq else 0)
+        state = 3 * scale * scale
+        in_channels = state + (3 if cfg.concat_lq else 0) + (state if cfg.concat_sr else 0)
         self.conv_in = nn.Conv2d(in_channels, widths[0], 3, padding=1)
 
         levels = len(widths)
@@ -112,7 +114,12 @@ class SSRDenoiser(nn.Module):
         )
 
     def forward(
-        self, x_t: Tensor, t: Tensor, features: ModalityFeatures, lq: Tensor | None = None
+        self,
+        x_t: Tensor,
+        t: Tensor,
+        features: ModalityFeatures,
+        lq: Tensor | None = None,
+        sr: Tensor | None = None,
     ) -> Tensor:
         s = self.scale
         h_lr, w_lr = x_t.shape[-2] // s, x_t.shape[-1] // s
@@ -126,6 +133,10 @@ class SSRDenoiser(nn.Module):
             if lq is None:
                 raise ValueError("this denoiser concatenates the LR image: pass lq")
             x = torch.cat([x, lq], dim=1)
+        if self.config.concat_sr:
+            if sr is None or sr.shape != x_t.shape:
+                raise ValueError("this denoiser concatenates the SR estimate: pass sr like x_t")
+            x = torch.cat([x, F.pixel_unshuffle(sr, s)], dim=1)
         emb = self.time_embed(timestep_embedding(t, self.config.model_channels))
         h = self.conv_in(x)
         skips = []

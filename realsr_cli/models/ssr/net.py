@@ -84,12 +84,14 @@ def kernel_variance(kernels: Tensor) -> Tensor:
 @dataclass
 class SSRCondition:
     """Everything sampling derives from the LR image once: ``lq`` (B,3,H',W') padded, on [-1,1];
-    ``depth`` (B,1,H',W'); ``kernels`` (B,k*k,H',W'); ``features`` the encoded modalities."""
+    ``depth`` (B,1,H',W'); ``kernels`` (B,k*k,H',W'); ``features`` the encoded modalities;
+    ``sr`` SVKR's estimate I_T (B,3,4H',4W') on [-1,1] when the config uses it, else None."""
 
     lq: Tensor
     depth: Tensor
     kernels: Tensor
     features: ModalityFeatures
+    sr: Tensor | None = None
 
 
 class SSRNet(nn.Module):
@@ -163,14 +165,26 @@ class SSRNet(nn.Module):
     def condition(self, lq: Tensor) -> SSRCondition:
         """Pad lq (B,3,H,W) in [0,1], run SVKR and the modality encoders -> :class:`SSRCondition`."""
         lq_pad = pad_to_multiple(lq, self.config.size_multiple)
-        est = self.svkr(lq_pad)
+        est = self.svkr(lq_pad, keep_estimates=self.config.uses_sr_estimate)
         lq_pm1 = lq_pad * 2 - 1
         feats = self.denoiser.encode(lq_pm1, est.depth, est.kernels)
-        return SSRCondition(lq=lq_pm1, depth=est.depth, kernels=est.kernels, features=feats)
+        sr = est.estimates[-1] * 2 - 1 if self.config.uses_sr_estimate else None
+        return SSRCondition(
+            lq=lq_pm1, depth=est.depth, kernels=est.kernels, features=feats, sr=sr
+        )
 
-    def predict_eps(self, x_t: Tensor, t: Tensor, cond: SSRCondition) -> Tensor:
-        """eps_theta(x_t, t | cond): x_t (B,3,4H',4W') on [-1,1], t int64 (B,) -> eps, same shape."""
-        return self.denoiser(x_t, t, cond.features, cond.lq)
+    def predict_eps(
+        self, x_t: Tensor, t: Tensor, cond: SSRCondition, schedule: DDPMSchedule | None = None
+    ) -> Tensor:
+        """eps_theta(x_t, t | cond): x_t (B,3,4H',4W') on [-1,1], t int64 (B,) -> eps, same shape.
+
+        A v-prediction denoiser (``schedule.prediction = "v"``) is converted to eps with
+        ``schedule`` (default: :meth:`make_schedule`; only alpha_bar is used).
+        """
+        out = self.denoiser(x_t, t, cond.features, cond.lq, cond.sr)
+        if self.config.schedule.prediction == "eps":
+            return out
+        return (schedule or self.make_schedule()).eps_from_v(out, t, x_t)
 
     # ------------------------------------------------------------------ inference
     @staticmethod
@@ -206,8 +220,11 @@ class SSRNet(nn.Module):
             eta = self.config.schedule.eta
             for t in sched.timesteps.tolist():
                 tt = torch.full((lq.shape[0],), t, dtype=torch.long, device=lq.device)
-                eps = self.predict_eps(x, tt, cond)
+                eps = self.predict_eps(x, tt, cond, sched)
                 x = sched.step(eps, tt, x, eta=eta, generator=generator)
+            if self.config.target == "residual":
+                assert cond.sr is not None
+                x = x + cond.sr
             s = self.config.scale
             h, w = lq.shape[-2:]
             return x[..., : h * s, : w * s] * 0.5 + 0.5
@@ -265,8 +282,9 @@ def config_from_state_dict(sd: Mapping[str, Tensor], scale: int | None = None) -
     """Infer :class:`SSRConfig` from the shapes of a state dict in our layout.
 
     Read from tensors: every width, kernel size, block counts, ``amf_norm`` (BatchNorm keeps
-    running statistics), ``concat_lq``, whether our depth head is present. Not stored in tensors,
-    hence the defaults: ``svkr_iterations``, ``svkr_gamma`` and the whole ``schedule``.
+    running statistics), ``concat_lq``, ``concat_sr``, whether our depth head is present. Not
+    stored in tensors, hence the defaults: ``svkr_iterations``, ``svkr_gamma``, ``target`` and the
+    whole ``schedule``.
     """
     if scale not in (None, 4):
         raise WeightsError(f"SSR is x4; scale {scale} does not match the checkpoint")
@@ -307,7 +325,8 @@ def config_from_state_dict(sd: Mapping[str, Tensor], scale: int | None = None) -
             kernel_embed=sd[p + "kernel_encoder.stem.0.weight"].shape[0],
             amf_hidden=sd[p + "enc_amf.0.kernel.alpha.0.weight"].shape[0],
             amf_norm="bn" if p + "enc_amf.0.kernel.norm.running_mean" in sd else "gn",
-            concat_lq=sd[p + "conv_in.weight"].shape[1] == 3 * 16 + 3,
+            concat_lq=sd[p + "conv_in.weight"].shape[1] % 48 == 3,
+            concat_sr=sd[p + "conv_in.weight"].shape[1] >= 2 * 48,
         )
         return SSRConfig(
             depth_head=has_head, dkenet=dkenet, nbsr=nbsr, depth=depth, denoiser=denoiser

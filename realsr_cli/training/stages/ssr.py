@@ -26,6 +26,14 @@ in this order:
        x0 = 2 hq - 1,  t ~ U{0..T-1},  eps ~ N(0, I),  x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) eps
        L = eps_weight * ||eps_theta(x_t, t | f) - eps||^2 + sum_i lambda_i * mean|f_i|
 
+   With ``model.schedule.prediction = "v"`` (our option, not the paper's) the network regresses
+   ``v = sqrt(ab_t) eps - sqrt(1 - ab_t) x0`` instead (same MSE, logged as ``eps``); the
+   eps-MSE weights x0 errors by the SNR ab_t / (1 - ab_t), nearly 0 at high t, so a short eps run
+   never learns to use the LR condition there and its DDIM chains end in noise.
+   With ``model.target = "residual"`` (ours too) x0 is ``2 hq - 1 - sr``, sr = 2 I_T - 1 the SVKR
+   estimate (one more frozen NBSR call), and sampling adds sr back; ``model.denoiser.concat_sr``
+   also feeds sr to the UNet.
+
    with f_1..f_3 the kernel, depth and LR features (``ModalityFeatures.l1()``: mean absolute
    value over all levels). The paper gives no lambda; we use 1e-4 each (``loss.sparsity_*``), small
    against the eps-MSE so the features are sparsified, not switched off. The frozen parts come from
@@ -328,16 +336,22 @@ class _NBSRNet(SSRParts):
 
 
 class _DenoiserNet(SSRParts):
-    """``(x_t, t, lq_pm1, depth, kernels) -> (eps, l1)``: encoders + UNet in one forward, ``l1``
-    the (3,) mean |f_i| of the kernel, depth and LR features."""
+    """``(x_t, t, lq_pm1, depth, kernels, sr_pm1) -> (eps, l1)``: encoders + UNet in one forward,
+    ``l1`` the (3,) mean |f_i| of the kernel, depth and LR features."""
 
     denoiser: nn.Module
 
     def forward(
-        self, x_t: Tensor, t: Tensor, lq: Tensor, depth: Tensor, kernels: Tensor
+        self,
+        x_t: Tensor,
+        t: Tensor,
+        lq: Tensor,
+        depth: Tensor,
+        kernels: Tensor,
+        sr: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         feats = self.denoiser.encode(lq, depth, kernels)
-        eps = self.denoiser(x_t, t, feats, lq)
+        eps = self.denoiser(x_t, t, feats, lq, sr)
         l1 = feats.l1()
         return eps, torch.stack([l1["kernel"], l1["depth"], l1["lr"]]).float()
 
@@ -551,18 +565,27 @@ class SSRStage(_SSRStageBase):
         loss = self.config.loss
         hq = batch["hq"].float()
         deg = self.synthesise(hq)
+        model_cfg = self.config.model
         with torch.no_grad():  # SVKR on frozen parts, float32 (as at inference)
-            est = self.model.svkr(deg.lq)
+            est = self.model.svkr(deg.lq, keep_estimates=model_cfg.uses_sr_estimate)
+        sr = est.estimates[-1] * 2 - 1 if model_cfg.uses_sr_estimate else None
         b = hq.shape[0]
         t = self.schedule.sample_timesteps(b, generator=self.generator).to(hq.device)
         noise = randn(hq.shape, generator=self.generator, device=hq.device)
-        x_t = self.schedule.add_noise(hq * 2 - 1, noise, t)
+        x0 = hq * 2 - 1
+        if model_cfg.target == "residual":
+            assert sr is not None
+            x0 = x0 - sr
+        x_t = self.schedule.add_noise(x0, noise, t)
         with ctx.autocast():
-            eps, l1 = self.nets["denoiser"](x_t, t, deg.lq * 2 - 1, est.depth, est.kernels)
+            pred, l1 = self.nets["denoiser"](x_t, t, deg.lq * 2 - 1, est.depth, est.kernels, sr)
+        target = noise
+        if self.config.model.schedule.prediction == "v":
+            target = self.schedule.v_target(x0, noise, t)
         lam = loss.lambdas()
         weights = torch.tensor([lam["kernel"], lam["depth"], lam["lr"]], device=l1.device)
         terms = {
-            "eps": loss.eps * mse_loss(eps.float(), noise),
+            "eps": loss.eps * mse_loss(pred.float(), target),
             "sparsity": (weights * l1.float()).sum(),
         }
         total = terms["eps"] + terms["sparsity"]
