@@ -1,9 +1,9 @@
 """`realsr eval`: score SR images. Two forms:
 
 - ``realsr eval SR_DIR [HR_DIR]``: existing SR images, no model: PSNR/SSIM against HR_DIR,
-  NIQE with ``--niqe`` (alone without HR_DIR);
+  LPIPS with ``--lpips``, NIQE with ``--niqe`` (alone without HR_DIR);
 - ``realsr eval --lq LR_DIR --hq HR_DIR [--model ID]``: run a model on LR/HR pairs and score it
-  (PSNR/SSIM, ``--niqe``, codebook accuracy with ``--hr-prior``).
+  (PSNR/SSIM, ``--lpips``, ``--niqe``, codebook accuracy with ``--hr-prior``).
 """
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ _CROP = "Pixels cropped from each side before scoring (default: the scale; SR_DI
 _SCALE_HELP = "SR_DIR form: the SR scale (crop border; HR may be up to scale-1 px larger)."
 _SUFFIX_HELP = "SR_DIR form: SR stems end with this tag, e.g. _x4: 0801_x4.png <-> 0801.png."
 _NIQE_HELP = "Also NIQE (no reference, lower is better; BasicSR's conventions) of each SR image."
+_LPIPS_HELP = ("Also LPIPS-VGG v0.1 against HR (lower is better). Needs vgg16-imagenet and "
+               "lpips-vgg-v0.1 in the cache (realsr models download ...); never downloads.")
 _PRIOR_HELP = "HQ-stage VQGAN .safetensors (FeMaSR HR prior): adds codebook matching accuracy."
 _TOPK_HELP = "Ranks for the top-k matching accuracy: 1,3,5 (default), or repeat the option."
 _SAVE_HELP = "Also write the SR images here (PNG, LR tree mirrored)."
@@ -63,7 +65,7 @@ def _fmt(value: float | None, digits: int) -> str:
     return "inf" if value is None else f"{value:.{digits}f}"
 
 
-_DIGITS = {"psnr": 3, "ssim": 4, "niqe": 4}
+_DIGITS = {"psnr": 3, "ssim": 4, "lpips": 4, "niqe": 4}
 
 
 def _row(name: str, scores: dict, keys: list[str]) -> list[str]:
@@ -91,6 +93,7 @@ def eval_cmd(
     scale: Annotated[int | None, typer.Option("--scale", "-s", help=_SCALE_HELP, min=1)] = None,
     suffix: Annotated[str, typer.Option("--suffix", help=_SUFFIX_HELP)] = "",
     niqe: Annotated[bool, typer.Option("--niqe", help=_NIQE_HELP)] = False,
+    lpips: Annotated[bool, typer.Option("--lpips", help=_LPIPS_HELP)] = False,
     crop_border: Annotated[int | None, typer.Option("--crop-border", help=_CROP, min=0)] = None,
     recursive: _RecursiveOpt = False,
     glob: Annotated[str | None, typer.Option("--glob", help="Only LR/SR files matching this.")] = None,
@@ -106,13 +109,16 @@ def eval_cmd(
     offline: OfflineOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Score SR images: PSNR and SSIM on the Y channel (BasicSR conventions), NIQE with --niqe.
+    """Score SR images: PSNR and SSIM on the Y channel (BasicSR conventions), LPIPS with --lpips,
+    NIQE with --niqe.
 
     Examples:
 
       realsr eval ./sr ./hr --scale 4
 
       realsr eval ./sr ./hr --scale 4 --suffix _x4 --niqe --json > scores.json
+
+      realsr eval ./sr ./hr --scale 4 --lpips
 
       realsr eval ./sr --niqe --crop-border 4
 
@@ -125,15 +131,15 @@ def eval_cmd(
                       "--hr-prior": hr_prior, "--top-k": top_k, "--save-dir": save_dir,
                       "--seed": seed, "--steps": steps, "--tile-overlap": tile_overlap}
         given = [k for k, v in model_opts.items() if v is not None]
+        # --offline is accepted: this form never downloads (--lpips reads the cache only)
         given += [k for k, on in (("--device", device != "auto"), ("--tile", tile != "auto"),
-                                  ("--precision", precision != Precision.auto),
-                                  ("--offline", offline)) if on]
+                                  ("--precision", precision != Precision.auto)) if on]
         if given:
             raise UsageError(
                 f"{', '.join(given)}: model options, but SR_DIR scores existing images",
                 hint="drop them, or run a model with --lq LR_DIR --hq HR_DIR (no SR_DIR)",
             )
-        return _eval_dirs(sr_dir, hr_dir, scale, suffix, niqe, crop_border, recursive, glob,
+        return _eval_dirs(sr_dir, hr_dir, scale, suffix, niqe, lpips, crop_border, recursive, glob,
                           json_out)
     if lq is None or hq is None:
         raise UsageError(
@@ -152,6 +158,7 @@ def eval_cmd(
         top_k=ks,
         save_dir=Path(save_dir) if save_dir else None,
         niqe=niqe,
+        lpips=lpips,
     )
     plan = engine_eval.pair_folders(lq, hq, recursive=recursive, pattern=glob, exclude=save_dir)
     for name, reason in plan.missing:
@@ -180,7 +187,8 @@ def eval_cmd(
     if json_out:
         _output.emit_json(_schemas.stamp("eval", out))
     else:
-        keys = list(out["mean"]) or ["psnr", "ssim", *(["niqe"] if niqe else [])]
+        keys = list(out["mean"]) or ["psnr", "ssim", *(["lpips"] if lpips else []),
+                                     *(["niqe"] if niqe else [])]
         rows = [_row(i["name"], {**i, **i.get("codebook", {})}, keys) for i in out["images"]]
         if report.images:
             rows.append(_row("mean", out["mean"], keys))
@@ -189,11 +197,15 @@ def eval_cmd(
     _check_failed(report.failed, len(plan.pairs))
 
 
-def _eval_dirs(sr_dir, hr_dir, scale, suffix, niqe, crop_border, recursive, glob, json_out) -> None:
+def _eval_dirs(sr_dir, hr_dir, scale, suffix, niqe, lpips, crop_border, recursive, glob,
+               json_out) -> None:
     """The SR_DIR form (see :mod:`realsr_cli.engine.evaluate_dirs` for the pairing rule)."""
     opts = evaluate_dirs.DirEvalOptions(
-        scale=scale, crop_border=crop_border, reference=hr_dir is not None, niqe=niqe
+        scale=scale, crop_border=crop_border, reference=hr_dir is not None, niqe=niqe, lpips=lpips
     )
+    if lpips and hr_dir is None:
+        raise UsageError("--lpips compares with a reference: it needs HR_DIR",
+                         hint=f"give HR_DIR (realsr eval {sr_dir} HR_DIR --lpips)")
     if not opts.metrics:
         raise UsageError("without HR_DIR only no-reference metrics can be computed",
                          hint=f"add --niqe (realsr eval {sr_dir} --niqe), or give HR_DIR")

@@ -1,7 +1,8 @@
 """Paired evaluation: upscale a folder of LR images, score each against its HR image.
 
 Scores are PSNR and SSIM with BasicSR's conventions (:mod:`realsr_cli.engine.metrics`), and with
-``EvalOptions.niqe`` the no-reference NIQE of each SR image (:mod:`realsr_cli.engine.niqe`). With an HR
+``EvalOptions.niqe`` the no-reference NIQE of each SR image (:mod:`realsr_cli.engine.niqe`), with
+``EvalOptions.lpips`` LPIPS-VGG against the HR image (:mod:`realsr_cli.engine.lpips`). With an HR
 prior (a FeMaSR HQ-stage VQGAN, ``lq_stage=false``, scale 1: what ``femasr-hrp`` training exports)
 and a model whose network has ``match_indices`` (FeMaSR, UGTSR), also the codebook matching
 accuracy: how often the code the SR network picks from its LR input is the code the prior's own
@@ -30,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from realsr_cli.engine import api, io, metrics, niqe
+from realsr_cli.engine import api, io, lpips, metrics, niqe
 from realsr_cli.errors import RealSRError, UsageError
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,8 @@ class EvalPlan:
 class EvalOptions:
     """``crop_border`` None = the model's scale; ``top_k`` ranks for the codebook accuracy;
     ``save_dir``: also write each SR image there (PNG, LR tree mirrored); ``niqe``: also the
-    no-reference NIQE of each SR image (:mod:`realsr_cli.engine.niqe`, same crop border)."""
+    no-reference NIQE of each SR image (:mod:`realsr_cli.engine.niqe`, same crop border);
+    ``lpips``: also LPIPS-VGG against HR (same crop border; weights from the registry cache)."""
 
     upscale: api.UpscaleOptions = api.UpscaleOptions()
     crop_border: int | None = None
@@ -78,6 +80,7 @@ class EvalOptions:
     top_k: tuple[int, ...] = (1, 3, 5)
     save_dir: Path | None = None
     niqe: bool = False
+    lpips: bool = False
 
 
 def _finite(x: float) -> float | None:
@@ -97,6 +100,7 @@ class ImageScore:
     output: str | None = None
     seconds: float = 0.0
     niqe: float | None = None
+    lpips: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -108,6 +112,8 @@ class ImageScore:
             "psnr": _finite(self.psnr),
             "ssim": self.ssim,
         }
+        if self.lpips is not None:
+            out["lpips"] = self.lpips
         if self.niqe is not None:
             out["niqe"] = self.niqe
         if self.codebook is not None:
@@ -126,6 +132,7 @@ class EvalReport:
     hr_prior: str | None = None
     top_k: tuple[int, ...] = ()
     niqe: bool = False
+    lpips: bool = False
     images: list[ImageScore] = field(default_factory=list)
     missing: list[tuple[str, str]] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
@@ -133,8 +140,8 @@ class EvalReport:
 
     @property
     def mean(self) -> dict[str, float]:
-        """Means over the scored images: psnr, ssim, niqe (when scored) and (with a prior) every
-        codebook key."""
+        """Means over the scored images: psnr, ssim, lpips and niqe (when scored) and (with a
+        prior) every codebook key."""
         if not self.images:
             return {}
         n = len(self.images)
@@ -142,6 +149,8 @@ class EvalReport:
             "psnr": sum(s.psnr for s in self.images) / n,
             "ssim": sum(s.ssim for s in self.images) / n,
         }
+        if self.lpips:
+            out["lpips"] = sum(s.lpips or 0.0 for s in self.images) / n
         if self.niqe:
             out["niqe"] = sum(s.niqe or 0.0 for s in self.images) / n
         scored = [s.codebook for s in self.images if s.codebook is not None]
@@ -325,8 +334,10 @@ def score_pair(
     *,
     prior: api.LoadedModel | None = None,
     progress: api.Progress | None = None,
+    lpips_net: lpips.LPIPSNet | None = None,
 ) -> ImageScore:
-    """Upscale ``pair.lq`` (engine path, with tiling), score it against ``pair.hq``."""
+    """Upscale ``pair.lq`` (engine path, with tiling), score it against ``pair.hq``
+    (``lpips_net``: the loaded LPIPS for ``options.lpips``; loaded here when None)."""
     t0 = time.perf_counter()
     lq_img = io.read_image(pair.lq, max_pixels=options.upscale.max_pixels)
     hq_img = io.read_image(pair.hq, max_pixels=options.upscale.max_pixels)
@@ -343,6 +354,9 @@ def score_pair(
         psnr=metrics.psnr(sr, hq, crop_border=crop, y_channel=options.y_channel),
         ssim=metrics.ssim(sr, hq, crop_border=crop, y_channel=options.y_channel),
     )
+    if options.lpips:
+        net = lpips_net if lpips_net is not None else lpips.load_lpips(device=model.device)
+        score.lpips = lpips.lpips(sr, hq, net, crop_border=crop)
     if options.niqe:
         score.niqe = niqe.niqe(sr, crop_border=crop)
     if prior is not None:
@@ -391,10 +405,12 @@ def evaluate(
     """Score every pair of ``plan``; a failing pair is recorded and evaluation goes on.
 
     ``prior`` (from :func:`load_prior`) adds the codebook accuracy; ``hr_prior`` names it in the
-    report.
+    report. With ``options.lpips`` the LPIPS weights are loaded once, first, on the model's device
+    (missing from the cache: :class:`WeightsError`, exit 3).
     """
     if prior is not None:
         _check_top_k(model, prior, options.top_k)
+    lpips_net = lpips.load_lpips(device=model.device) if options.lpips else None
     t0 = time.perf_counter()
     crop = model.scale if options.crop_border is None else options.crop_border
     report = EvalReport(
@@ -406,10 +422,15 @@ def evaluate(
         hr_prior=(hr_prior or prior.weights_path) if prior is not None else None,
         top_k=tuple(sorted(set(options.top_k))),
         niqe=options.niqe,
+        lpips=options.lpips,
         missing=list(plan.missing),
     )
     report.images, report.failed = score_each(
-        plan.pairs, lambda pair: score_pair(model, pair, options, prior=prior, progress=progress), on_done
+        plan.pairs,
+        lambda pair: score_pair(
+            model, pair, options, prior=prior, progress=progress, lpips_net=lpips_net
+        ),
+        on_done,
     )
     report.seconds = time.perf_counter() - t0
     return report

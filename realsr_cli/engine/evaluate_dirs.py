@@ -1,4 +1,5 @@
-"""Score existing SR images, no model: against HR references (PSNR, SSIM) and/or alone (NIQE).
+"""Score existing SR images, no model: against HR references (PSNR, SSIM, LPIPS) and/or alone
+(NIQE).
 
 Pairing rule: an SR image pairs with the HR image of the same relative path and stem, any image
 suffix on either side (``sr/sub/0801.png`` <-> ``hr/sub/0801.jpg``). With ``suffix`` (e.g.
@@ -8,7 +9,8 @@ skipped and listed; HR images that no SR image names are listed too. Without an 
 SR image is scored alone (no-reference metrics only).
 
 Scores use :mod:`realsr_cli.engine.metrics` (PSNR/SSIM, BasicSR conventions: 8-bit, Y channel,
-``crop_border`` px cut from each side) and :mod:`realsr_cli.engine.niqe`. ``crop_border``
+``crop_border`` px cut from each side), :mod:`realsr_cli.engine.lpips` (RGB, same crop; its
+weights from the registry cache) and :mod:`realsr_cli.engine.niqe`. ``crop_border``
 defaults to ``scale`` (BasicSR's convention), or 0 when the scale is not given. An HR image up
 to ``scale - 1`` px larger than its SR image in each side is cropped at the bottom/right (HR
 sides not divisible by the scale); any other size mismatch fails that image.
@@ -25,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from realsr_cli.engine import io, metrics, niqe
+from realsr_cli.engine import io, lpips, metrics, niqe
 from realsr_cli.engine.evaluate import fit_hq, image_tensor, score_each
 from realsr_cli.errors import UsageError
 
@@ -126,12 +128,14 @@ def pair_dirs(
 @dataclass(frozen=True)
 class DirEvalOptions:
     """``scale``: the SR scale (default crop border; HR size tolerance); ``crop_border`` None =
-    ``scale`` or 0; ``niqe``: also NIQE of each SR image; ``reference``: PSNR/SSIM (needs HR)."""
+    ``scale`` or 0; ``niqe``: also NIQE of each SR image; ``reference``: PSNR/SSIM (needs HR);
+    ``lpips``: also LPIPS-VGG against HR (needs HR and its weights in the registry cache)."""
 
     scale: int | None = None
     crop_border: int | None = None
     reference: bool = True
     niqe: bool = False
+    lpips: bool = False
     max_pixels: int | None = io.DEFAULT_MAX_PIXELS
 
     @property
@@ -140,7 +144,8 @@ class DirEvalOptions:
 
     @property
     def metrics(self) -> list[str]:
-        return (["psnr", "ssim"] if self.reference else []) + (["niqe"] if self.niqe else [])
+        full = (["psnr", "ssim"] if self.reference else []) + (["lpips"] if self.lpips else [])
+        return full + (["niqe"] if self.niqe else [])
 
 
 def _finite(x: float) -> float | None:
@@ -205,22 +210,32 @@ class DirReport:
 _SIZE_HINT = "SR and HR must have the same size (HR may be up to scale-1 px larger: give --scale)"
 
 
-def score_image(pair: DirPair, options: DirEvalOptions = DirEvalOptions()) -> DirScore:
-    """Read ``pair.sr`` (and ``pair.hr``) and score it with ``options.metrics``."""
+def score_image(
+    pair: DirPair,
+    options: DirEvalOptions = DirEvalOptions(),
+    *,
+    lpips_net: lpips.LPIPSNet | None = None,
+) -> DirScore:
+    """Read ``pair.sr`` (and ``pair.hr``) and score it with ``options.metrics``. ``lpips_net``:
+    the loaded LPIPS (:func:`lpips.load_lpips`; loaded here when None and ``options.lpips``)."""
     t0 = time.perf_counter()
     sr_img = io.read_image(pair.sr, max_pixels=options.max_pixels)
     sr = image_tensor(sr_img.pixels)
     crop = options.crop
     score = DirScore(pair.name, str(pair.sr), str(pair.hr) if pair.hr else None,
                      (sr_img.width, sr_img.height))
-    if options.reference:
+    if options.reference or options.lpips:
         if pair.hr is None:
-            raise UsageError(f"{pair.name}: PSNR/SSIM need an HR image", hint="give HR_DIR")
+            raise UsageError(f"{pair.name}: PSNR/SSIM/LPIPS need an HR image", hint="give HR_DIR")
         hr_img = io.read_image(pair.hr, max_pixels=options.max_pixels)
         size = (sr_img.height, sr_img.width)
         hr = image_tensor(fit_hq(hr_img.pixels, size, options.scale or 1, pair.name, _SIZE_HINT))
-        score.scores["psnr"] = metrics.psnr(sr, hr, crop_border=crop)
-        score.scores["ssim"] = metrics.ssim(sr, hr, crop_border=crop)
+        if options.reference:
+            score.scores["psnr"] = metrics.psnr(sr, hr, crop_border=crop)
+            score.scores["ssim"] = metrics.ssim(sr, hr, crop_border=crop)
+        if options.lpips:
+            net = lpips_net if lpips_net is not None else lpips.load_lpips()
+            score.scores["lpips"] = lpips.lpips(sr, hr, net, crop_border=crop)
     if options.niqe:
         score.scores["niqe"] = niqe.niqe(sr, crop_border=crop)
     score.seconds = time.perf_counter() - t0
@@ -234,10 +249,19 @@ def evaluate_dirs(
     sr_dir: str | Path,
     hr_dir: str | Path | None = None,
     on_done: Callable[[DirPair, DirScore | None, str | None], None] | None = None,
+    lpips_net: lpips.LPIPSNet | None = None,
 ) -> DirReport:
-    """Score every pair of ``plan``; a failing image is recorded and scoring goes on."""
+    """Score every pair of ``plan``; a failing image is recorded and scoring goes on.
+
+    With ``options.lpips`` the LPIPS weights are loaded once, before any image (``lpips_net``
+    given: that one): weights missing from the cache stop the run (:class:`WeightsError`, exit 3)
+    instead of failing every image."""
     if not options.metrics:
-        raise UsageError("no metric to compute", hint="give HR_DIR (PSNR/SSIM) and/or --niqe")
+        raise UsageError("no metric to compute", hint="give HR_DIR (PSNR/SSIM/LPIPS) and/or --niqe")
+    if options.lpips and hr_dir is None:
+        raise UsageError("LPIPS compares with a reference: it needs HR_DIR", hint="give HR_DIR")
+    if options.lpips and lpips_net is None:
+        lpips_net = lpips.load_lpips()
     t0 = time.perf_counter()
     report = DirReport(
         sr_dir=str(sr_dir),
@@ -248,6 +272,8 @@ def evaluate_dirs(
         unpaired_sr=list(plan.unpaired_sr),
         unpaired_hr=list(plan.unpaired_hr),
     )
-    report.images, report.failed = score_each(plan.pairs, lambda pair: score_image(pair, options), on_done)
+    report.images, report.failed = score_each(
+        plan.pairs, lambda pair: score_image(pair, options, lpips_net=lpips_net), on_done
+    )
     report.seconds = time.perf_counter() - t0
     return report

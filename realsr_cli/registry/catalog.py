@@ -52,9 +52,10 @@ _AUX_REQUIRED = _REQUIRED - {"scale"}
 _AUX_OPTIONAL = {"sha256", "paper", "notes", "kind"}
 
 #: auxiliary (non-SR) architectures an ``kind = "aux"`` entry may name: the ImageNet VGGs of the
-#: training losses (loaded by realsr_cli.training.stages._common.read_vgg_state_dict) and SSR's
-#: depth estimators (archs.DEPTH_ARCHITECTURES, loaded by realsr_cli.engine.depth)
-AUX_ARCHS: tuple[str, ...] = ("vgg16", "vgg19", *DEPTH_ARCHITECTURES)
+#: training losses (loaded by realsr_cli.training.stages._common.read_vgg_state_dict), SSR's
+#: depth estimators (archs.DEPTH_ARCHITECTURES, loaded by realsr_cli.engine.depth) and the LPIPS
+#: metric's learned layers (``realsr eval --lpips``, loaded by realsr_cli.engine.lpips)
+AUX_ARCHS: tuple[str, ...] = ("vgg16", "vgg19", "lpips", *DEPTH_ARCHITECTURES)
 _HUB_KEYS = {"hub", "filename", "revision"}
 
 
@@ -397,6 +398,11 @@ class Catalog:
             return UnknownModelError(
                 f"{e.id!r} is a depth estimator (auxiliary weights), not a super-resolution model",
                 hint=f"use it with an SSR model: --model ssr --depth-estimator {e.id}",
+            )
+        if e.arch == "lpips":
+            return UnknownModelError(
+                f"{e.id!r} holds the LPIPS metric's weights (auxiliary), not a super-resolution model",
+                hint="`realsr eval SR_DIR HR_DIR --lpips` uses it (with vgg16-imagenet)",
             )
         return UnknownModelError(
             f"{e.id!r} is an auxiliary weights entry ({e.arch}, used by training losses), "

@@ -1,5 +1,5 @@
 """`realsr eval SR_DIR [HR_DIR]`: scoring existing images without a model (pairing, JSON keys,
-exit codes, NIQE), and `--niqe` in the model form."""
+exit codes, NIQE, LPIPS), and `--niqe` / `--lpips` in the model form."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ import pytest
 import torch
 
 from realsr_cli.cli import _schemas
-from realsr_cli.engine import io, niqe
+from realsr_cli.engine import io, lpips, niqe
 from realsr_cli.engine.metrics import psnr, ssim
 from realsr_cli.models.femasr import FeMaSRConfig, FeMaSRNet
 from realsr_cli.registry.loader import save_weights
 from tests.cli.conftest import run_cli
+from tests.engine.test_lpips import LIN_TEST_ID, VGG_TEST_ID, serve_lpips
 from tests.parity import shared_dir
 
 TOP_KEYS = ["sr_dir", "hr_dir", "scale", "crop_border", "y_channel", "metrics", "count", "mean",
@@ -186,6 +187,7 @@ def test_usage_errors(dirs, tmp_path):
         ([sr, tmp_path / "nope"], "not found"),
         ([sr, sr], "same folder"),
         ([sr, "--suffix", "_x4", "--niqe"], "needs HR_DIR"),
+        ([sr, "--lpips", "--niqe"], "--lpips compares with a reference: it needs HR_DIR"),
         ([sr, hr, "--model", "femasr-x4"], "--model"),
         ([sr, hr, "--device", "cpu", "--tile", "0"], "--device, --tile"),
         (["--crop-border", "2"], "give SR_DIR"),  # neither form
@@ -196,6 +198,41 @@ def test_usage_errors(dirs, tmp_path):
         assert res.code == 2, (args, res.stderr)
         assert needle in res.stderr, (args, res.stderr)
         assert res.stdout == b""
+
+
+def test_lpips_per_image_and_mean(dirs, tmp_path, monkeypatch):
+    sr, hr = dirs
+    vgg, lin = serve_lpips(tmp_path, monkeypatch)
+    net = lpips.LPIPSNet.from_state_dicts(vgg, lin)
+    res = _eval(sr, hr, "-r", "--scale", "2", "--lpips", "--offline", "--json")
+    assert res.code == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert report["schema"] == "realsr.eval.dirs/1" and _schemas.validate(report, "eval.dirs") == []
+    assert report["metrics"] == ["psnr", "ssim", "lpips"] and report["count"] == 2
+    for item in report["images"]:
+        assert list(item) == ["name", "sr", "hr", "size", "psnr", "ssim", "lpips", "seconds"]
+        a, b = _t(sr / item["name"]), _t(hr / item["name"])
+        assert item["lpips"] == lpips.lpips(a, b, net, crop_border=2) and item["lpips"] > 0
+    assert list(report["mean"]) == ["psnr", "ssim", "lpips"]
+    assert report["mean"]["lpips"] == pytest.approx(np.mean([i["lpips"] for i in report["images"]]))
+    # human form: an LPIPS column with 4 digits, per image and mean
+    res = _eval(sr, hr, "-r", "--scale", "2", "--lpips")
+    assert res.code == 0 and res.stdout == b"", res.stderr
+    assert "LPIPS" in res.stderr
+    assert f"{report['images'][0]['lpips']:.4f}" in res.stderr
+    assert f"{report['mean']['lpips']:.4f}" in res.stderr
+
+
+def test_lpips_without_its_weights_exits_3(dirs, tmp_path, monkeypatch):
+    sr, hr = dirs
+    serve_lpips(tmp_path, monkeypatch, download=False)  # known to the catalog, not downloaded
+    res = _eval(sr, hr, "--scale", "2", "--lpips", "--json")
+    assert res.code == 3, res.stderr
+    assert res.stdout == b""  # never skipped silently, no half report
+    assert f"not in the cache: {VGG_TEST_ID}, {LIN_TEST_ID}" in res.stderr
+    for entry_id in (VGG_TEST_ID, LIN_TEST_ID):
+        assert f"realsr models download {entry_id}" in res.stderr
+    assert not (tmp_path / "realsr-cache" / "downloads").exists()
 
 
 # ----------------------------------------------------------------------------- model form
@@ -230,3 +267,26 @@ def test_model_form_with_niqe(tmp_path):
     res = _eval("--weights", weights, "--lq", tmp_path / "lq", "--hq", tmp_path / "hq",
                 "--device", "cpu", "--tile", "0", "--niqe")
     assert res.code == 0 and "NIQE" in res.stderr and res.stdout == b""
+
+
+def test_model_form_with_lpips(tmp_path, monkeypatch):
+    vgg, lin = serve_lpips(tmp_path, monkeypatch)
+    torch.manual_seed(0)
+    weights = save_weights(tmp_path / "sr.safetensors", arch="femasr", config=TINY_SR,
+                           state_dict=FeMaSRNet(TINY_SR).state_dict())
+    px = _pixels(64, 80, 4)
+    _write(tmp_path / "hq" / "x.png", px)
+    _write(tmp_path / "lq" / "x.png", io.resize(px, (32, 40), filter="area"))
+    save = tmp_path / "out"
+    res = _eval("--weights", weights, "--lq", tmp_path / "lq", "--hq", tmp_path / "hq",
+                "--device", "cpu", "--tile", "0", "--lpips", "--save-dir", save, "--json")
+    assert res.code == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert _schemas.validate(report, "eval") == []
+    assert list(report["mean"]) == ["psnr", "ssim", "lpips"]
+    (item,) = report["images"]
+    assert list(item)[5:] == ["psnr", "ssim", "lpips", "seconds"]
+    net = lpips.LPIPSNet.from_state_dicts(vgg, lin)
+    expected = lpips.lpips(_t(save / "x.png"), _t(tmp_path / "hq" / "x.png"), net, crop_border=2)
+    assert item["lpips"] == pytest.approx(expected, abs=1e-6)
+    assert report["mean"]["lpips"] == item["lpips"]

@@ -1,0 +1,204 @@
+"""LPIPS, the Learned Perceptual Image Patch Similarity (VGG-16 variant, weights v0.1).
+
+Zhang, Isola, Efros, Shechtman & Wang, "The Unreasonable Effectiveness of Deep Features as a
+Perceptual Metric", CVPR 2018 (arXiv:1801.03924). Lower is better (0: identical images). The
+distance between an image ``x`` and a reference ``x0`` (Eq. 1 of the paper) is
+
+    d(x, x0) = sum_l  mean_{h,w}  || w_l * (y_l(x) - y_l(x0)) ||_2^2
+
+where ``y_l`` are the activations of layer ``l`` of an ImageNet VGG-16 (relu1_2, relu2_2,
+relu3_3, relu4_3, relu5_3: torchvision ``features`` indices 3, 8, 15, 22, 29), each unit-normalised
+along the channels (``y / (||y||_2 + 1e-10)``), and ``w_l`` are the learned non-negative channel
+weights (a 1x1 convolution without bias to one channel) of the authors' v0.1 release. Before the
+VGG, images in [-1, 1] are shifted and scaled per channel: ``(x - shift) / scale`` with
+shift = (-0.030, -0.088, -0.188), scale = (0.458, 0.448, 0.450) (ImageNet statistics in [-1, 1]).
+
+The numbers are those of the authors' ``lpips`` package with ``net='vgg'``, version 0.1 (what
+BasicSR's ``calculate_lpips.py`` and most SR papers report). Two files are needed, both
+``kind = "aux"`` entries of the weights catalog, read from the registry cache (never downloaded
+here: ``realsr models download ID`` fetches them):
+
+- ``vgg16-imagenet``: torchvision's ImageNet VGG-16 (keys ``features.N.weight/bias``);
+- ``lpips-vgg-v0.1``: the authors' ``vgg.pth`` (keys ``lin0.model.1.weight`` ... ``lin4...``).
+
+:class:`LPIPSNet` keeps those keys 1:1 (STYLE §2). numpy-free: torch only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from realsr_cli.errors import UsageError, WeightsError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["LIN_ID", "SCALE", "SHIFT", "TAPS", "VGG_ID", "LPIPSNet", "load_lpips", "lpips"]
+
+#: catalog ids of the two files (weights.toml, auxiliary section)
+VGG_ID = "vgg16-imagenet"
+LIN_ID = "lpips-vgg-v0.1"
+#: the LPIPS input normalisation, per RGB channel, for images in [-1, 1]
+SHIFT = (-0.030, -0.088, -0.188)
+SCALE = (0.458, 0.448, 0.450)
+#: torchvision VGG-16 ``features`` indices of relu1_2, relu2_2, relu3_3, relu4_3, relu5_3
+TAPS = (3, 8, 15, 22, 29)
+#: VGG-16 ``features`` up to relu5_3: output channels of each conv, "M" = 2x2 max pooling
+_VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
+_EPS = 1e-10
+
+
+class _Lin(nn.Module):
+    """One learned channel weighting ``w_l``: ``model.1`` is the 1x1 conv of the published file
+    (``model.0`` is the training-time dropout, an identity here)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.model = nn.Sequential(nn.Identity(), nn.Conv2d(channels, 1, 1, bias=False))
+
+
+class LPIPSNet(nn.Module):
+    """LPIPS-VGG (module docstring). ``forward(x, y)``: (B,3,H,W) float in [0,1] each, the same
+    size (at least 16x16: relu5_3 is at 1/16 resolution) -> (B,) float32 distances."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = 3
+        for v in _VGG16:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2, 2))
+            else:
+                layers += [nn.Conv2d(channels, int(v), 3, padding=1), nn.ReLU()]
+                channels = int(v)
+        self.features = nn.Sequential(*layers)  # indices 0..29, torchvision's
+        widths = [self.features[i - 1].out_channels for i in TAPS]  # type: ignore[union-attr]
+        for k, width in enumerate(widths):
+            self.add_module(f"lin{k}", _Lin(width))
+        self.register_buffer("shift", torch.tensor(SHIFT).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("scale", torch.tensor(SCALE).view(1, 3, 1, 1), persistent=False)
+        self.requires_grad_(False)
+        self.eval()
+
+    @classmethod
+    def from_state_dicts(cls, vgg: Mapping[str, Tensor], lin: Mapping[str, Tensor]) -> LPIPSNet:
+        """Build from torchvision VGG-16 tensors (``features.N.*``; other keys, e.g.
+        ``classifier.*``, are ignored) and the LPIPS lin tensors (``linK.model.1.weight``), loaded
+        strictly: a missing, unexpected or misshaped tensor is a :class:`WeightsError`."""
+        net = cls()
+        wanted = {f"features.{k}" for k in net.features.state_dict()}
+        tensors = {k: v for k, v in vgg.items() if k in wanted}
+        tensors |= {k: v for k, v in lin.items() if not k.startswith("features.")}
+        own = net.state_dict()
+        missing = sorted(set(own) - set(tensors))
+        extra = sorted(set(tensors) - set(own))
+        shapes = [f"{k} {tuple(tensors[k].shape)} != {tuple(own[k].shape)}"
+                  for k in set(own) & set(tensors) if tensors[k].shape != own[k].shape]
+        if missing or extra or shapes:
+            problems = [f"missing {', '.join(missing[:4])}" if missing else "",
+                        f"unexpected {', '.join(extra[:4])}" if extra else "",
+                        "; ".join(sorted(shapes)[:4])]
+            raise WeightsError(
+                "LPIPS weights do not fit LPIPS-VGG: " + "; ".join(p for p in problems if p),
+                hint=f"use torchvision's ImageNet VGG-16 ({VGG_ID}) and LPIPS v0.1's vgg.pth ({LIN_ID})",
+            )
+        net.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
+        return net
+
+    def _lins(self) -> list[nn.Conv2d]:
+        return [getattr(self, f"lin{k}").model[1] for k in range(len(TAPS))]
+
+    @torch.inference_mode()
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        if x.shape != y.shape or x.ndim != 4 or x.shape[1] != 3:
+            raise UsageError(f"LPIPS needs two (B,3,H,W) images of one size, got {tuple(x.shape)} "
+                             f"and {tuple(y.shape)}")
+        if min(x.shape[-2:]) < 16:
+            raise UsageError(f"LPIPS needs at least 16x16 pixels, got {x.shape[-1]}x{x.shape[-2]}")
+        p = next(self.parameters())
+        h = torch.cat([x, y]).to(p.device, p.dtype)
+        h = (h * 2 - 1 - self.shift) / self.scale
+        n, total, lins = x.shape[0], None, self._lins()
+        for i, layer in enumerate(self.features):
+            h = layer(h)
+            if i in TAPS:
+                unit = h / (h.pow(2).sum(1, keepdim=True).sqrt() + _EPS)
+                diff = (unit[:n] - unit[n:]).pow(2)
+                term = lins[TAPS.index(i)](diff).mean((1, 2, 3))
+                total = term if total is None else total + term
+        assert total is not None
+        return total.float()
+
+
+def _read(path: Path, what: str) -> dict[str, Tensor]:
+    """A flat state dict of tensors from ``.pth`` (``torch.load(weights_only=True)``) or
+    ``.safetensors``, on the CPU."""
+    try:
+        if path.suffix.lower() == ".safetensors":
+            from safetensors.torch import load_file
+
+            obj: object = load_file(str(path), device="cpu")
+        else:
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling refused, truncated file, not safetensors ...
+        raise WeightsError(f"{what}: cannot read {path.name} ({exc})",
+                           hint=f"download it again: `realsr models download {what}`") from exc
+    if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise WeightsError(f"{what}: {path.name} is not a flat state dict of tensors")
+    return dict(obj)
+
+
+def _download_hint(entries: list) -> str:
+    cmds = [f"`realsr models download {e.id}{'' if e.sha256 else ' --trust'}`" for e in entries]
+    return "run " + " and ".join(cmds) + " once (online); LPIPS then works offline"
+
+
+def load_lpips(
+    *, device: str | torch.device = "cpu", vgg_id: str | None = None, lin_id: str | None = None
+) -> LPIPSNet:
+    """LPIPS-VGG from two catalog entries (default :data:`VGG_ID`, :data:`LIN_ID`), read from the
+    registry cache and verified against their sha256 (weights.toml's or the one trusted on first
+    use), on ``device`` in float32.
+
+    Never downloads (scoring never starts a download): a file that is not in the cache is a
+    :class:`WeightsError` (exit 3) whose hint names the ``realsr models download`` commands.
+    """
+    from realsr_cli.registry import hub
+    from realsr_cli.registry.catalog import load_catalog
+
+    catalog = load_catalog()
+    entries = [catalog.get(name, allow_aux=True) for name in (vgg_id or VGG_ID, lin_id or LIN_ID)]
+    for entry, arch in zip(entries, ("vgg16", "lpips"), strict=True):
+        if not entry.is_aux or entry.arch != arch:
+            raise UsageError(f"{entry.id} is not {arch} weights",
+                             hint=f"LPIPS needs {arch} weights such as {VGG_ID} / {LIN_ID}")
+    missing = [e for e in entries if hub.cached_path(e) is None]
+    if missing:
+        raise WeightsError(
+            f"LPIPS needs weights that are not in the cache: {', '.join(e.id for e in missing)}",
+            hint=_download_hint(missing),
+        )
+    vgg_path, lin_path = (hub.fetch(e, offline=True) for e in entries)  # re-hashed, cache only
+    log.info("LPIPS: %s (%s), %s (%s)", entries[0].id, vgg_path, entries[1].id, lin_path)
+    net = LPIPSNet.from_state_dicts(_read(vgg_path, entries[0].id), _read(lin_path, entries[1].id))
+    return net.to(device)
+
+
+def lpips(sr: Tensor, hq: Tensor, net: LPIPSNet, *, crop_border: int = 0) -> float:
+    """LPIPS of ``sr`` against ``hq``: (1,3,H,W) or (3,H,W) float in [0,1], same size, RGB.
+
+    Both are quantised to 8 bits (``round(255 x) / 255`` after clamping, as PSNR/SSIM do) and
+    ``crop_border`` pixels are cut from every side first. Lower is better.
+    """
+    a, b = (t if t.ndim == 4 else t.unsqueeze(0) for t in (sr, hq))
+    if a.shape != b.shape:
+        raise UsageError(f"LPIPS: SR {tuple(a.shape)} and HR {tuple(b.shape)} differ in size")
+    if crop_border:
+        c = crop_border
+        a, b = a[..., c:-c, c:-c], b[..., c:-c, c:-c]
+    a, b = (torch.round(t.float().nan_to_num(0.0).clamp(0, 1) * 255) / 255 for t in (a, b))
+    return float(net(a, b)[0])
