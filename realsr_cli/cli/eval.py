@@ -1,9 +1,9 @@
 """`realsr eval`: score SR images. Two forms:
 
 - ``realsr eval SR_DIR [HR_DIR]``: existing SR images, no model: PSNR/SSIM against HR_DIR,
-  LPIPS with ``--lpips``, NIQE with ``--niqe`` (alone without HR_DIR);
+  LPIPS with ``--lpips``, DISTS with ``--dists``, NIQE with ``--niqe`` (alone without HR_DIR);
 - ``realsr eval --lq LR_DIR --hq HR_DIR [--model ID]``: run a model on LR/HR pairs and score it
-  (PSNR/SSIM, ``--lpips``, ``--niqe``, codebook accuracy with ``--hr-prior``).
+  (PSNR/SSIM, ``--lpips``, ``--dists``, ``--niqe``, codebook accuracy with ``--hr-prior``).
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ _SUFFIX_HELP = "SR_DIR form: SR stems end with this tag, e.g. _x4: 0801_x4.png <
 _NIQE_HELP = "Also NIQE (no reference, lower is better; BasicSR's conventions) of each SR image."
 _LPIPS_HELP = ("Also LPIPS-VGG v0.1 against HR (lower is better). Needs vgg16-imagenet and "
                "lpips-vgg-v0.1 in the cache (realsr models download ...); never downloads.")
+_DISTS_HELP = ("Also DISTS against HR (lower is better). Needs vgg16-imagenet and dists-vgg in the "
+               "cache (realsr models download ...); never downloads.")
 _PRIOR_HELP = "HQ-stage VQGAN .safetensors (FeMaSR HR prior): adds codebook matching accuracy."
 _TOPK_HELP = "Ranks for the top-k matching accuracy: 1,3,5 (default), or repeat the option."
 _SAVE_HELP = "Also write the SR images here (PNG, LR tree mirrored)."
@@ -65,7 +67,7 @@ def _fmt(value: float | None, digits: int) -> str:
     return "inf" if value is None else f"{value:.{digits}f}"
 
 
-_DIGITS = {"psnr": 3, "ssim": 4, "lpips": 4, "niqe": 4}
+_DIGITS = {"psnr": 3, "ssim": 4, "lpips": 4, "dists": 4, "niqe": 4}
 
 
 def _row(name: str, scores: dict, keys: list[str]) -> list[str]:
@@ -94,6 +96,7 @@ def eval_cmd(
     suffix: Annotated[str, typer.Option("--suffix", help=_SUFFIX_HELP)] = "",
     niqe: Annotated[bool, typer.Option("--niqe", help=_NIQE_HELP)] = False,
     lpips: Annotated[bool, typer.Option("--lpips", help=_LPIPS_HELP)] = False,
+    dists: Annotated[bool, typer.Option("--dists", help=_DISTS_HELP)] = False,
     crop_border: Annotated[int | None, typer.Option("--crop-border", help=_CROP, min=0)] = None,
     recursive: _RecursiveOpt = False,
     glob: Annotated[str | None, typer.Option("--glob", help="Only LR/SR files matching this.")] = None,
@@ -110,7 +113,7 @@ def eval_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Score SR images: PSNR and SSIM on the Y channel (BasicSR conventions), LPIPS with --lpips,
-    NIQE with --niqe.
+    DISTS with --dists, NIQE with --niqe.
 
     Examples:
 
@@ -118,7 +121,7 @@ def eval_cmd(
 
       realsr eval ./sr ./hr --scale 4 --suffix _x4 --niqe --json > scores.json
 
-      realsr eval ./sr ./hr --scale 4 --lpips
+      realsr eval ./sr ./hr --scale 4 --lpips --dists
 
       realsr eval ./sr --niqe --crop-border 4
 
@@ -131,7 +134,7 @@ def eval_cmd(
                       "--hr-prior": hr_prior, "--top-k": top_k, "--save-dir": save_dir,
                       "--seed": seed, "--steps": steps, "--tile-overlap": tile_overlap}
         given = [k for k, v in model_opts.items() if v is not None]
-        # --offline is accepted: this form never downloads (--lpips reads the cache only)
+        # --offline is accepted: this form never downloads (--lpips/--dists read the cache only)
         given += [k for k, on in (("--device", device != "auto"), ("--tile", tile != "auto"),
                                   ("--precision", precision != Precision.auto)) if on]
         if given:
@@ -139,8 +142,8 @@ def eval_cmd(
                 f"{', '.join(given)}: model options, but SR_DIR scores existing images",
                 hint="drop them, or run a model with --lq LR_DIR --hq HR_DIR (no SR_DIR)",
             )
-        return _eval_dirs(sr_dir, hr_dir, scale, suffix, niqe, lpips, crop_border, recursive, glob,
-                          json_out)
+        return _eval_dirs(sr_dir, hr_dir, scale, suffix, niqe, lpips, dists, crop_border, recursive,
+                          glob, json_out)
     if lq is None or hq is None:
         raise UsageError(
             "give SR_DIR [HR_DIR] to score existing images, or --lq LR_DIR --hq HR_DIR to run a model",
@@ -159,6 +162,7 @@ def eval_cmd(
         save_dir=Path(save_dir) if save_dir else None,
         niqe=niqe,
         lpips=lpips,
+        dists=dists,
     )
     plan = engine_eval.pair_folders(lq, hq, recursive=recursive, pattern=glob, exclude=save_dir)
     for name, reason in plan.missing:
@@ -188,7 +192,7 @@ def eval_cmd(
         _output.emit_json(_schemas.stamp("eval", out))
     else:
         keys = list(out["mean"]) or ["psnr", "ssim", *(["lpips"] if lpips else []),
-                                     *(["niqe"] if niqe else [])]
+                                     *(["dists"] if dists else []), *(["niqe"] if niqe else [])]
         rows = [_row(i["name"], {**i, **i.get("codebook", {})}, keys) for i in out["images"]]
         if report.images:
             rows.append(_row("mean", out["mean"], keys))
@@ -197,15 +201,17 @@ def eval_cmd(
     _check_failed(report.failed, len(plan.pairs))
 
 
-def _eval_dirs(sr_dir, hr_dir, scale, suffix, niqe, lpips, crop_border, recursive, glob,
+def _eval_dirs(sr_dir, hr_dir, scale, suffix, niqe, lpips, dists, crop_border, recursive, glob,
                json_out) -> None:
     """The SR_DIR form (see :mod:`realsr_cli.engine.evaluate_dirs` for the pairing rule)."""
     opts = evaluate_dirs.DirEvalOptions(
-        scale=scale, crop_border=crop_border, reference=hr_dir is not None, niqe=niqe, lpips=lpips
+        scale=scale, crop_border=crop_border, reference=hr_dir is not None, niqe=niqe, lpips=lpips,
+        dists=dists,
     )
-    if lpips and hr_dir is None:
-        raise UsageError("--lpips compares with a reference: it needs HR_DIR",
-                         hint=f"give HR_DIR (realsr eval {sr_dir} HR_DIR --lpips)")
+    for flag, on in (("--lpips", lpips), ("--dists", dists)):
+        if on and hr_dir is None:
+            raise UsageError(f"{flag} compares with a reference: it needs HR_DIR",
+                             hint=f"give HR_DIR (realsr eval {sr_dir} HR_DIR {flag})")
     if not opts.metrics:
         raise UsageError("without HR_DIR only no-reference metrics can be computed",
                          hint=f"add --niqe (realsr eval {sr_dir} --niqe), or give HR_DIR")

@@ -2,7 +2,8 @@
 
 Scores are PSNR and SSIM with BasicSR's conventions (:mod:`realsr_cli.engine.metrics`), and with
 ``EvalOptions.niqe`` the no-reference NIQE of each SR image (:mod:`realsr_cli.engine.niqe`), with
-``EvalOptions.lpips`` LPIPS-VGG against the HR image (:mod:`realsr_cli.engine.lpips`). With an HR
+``EvalOptions.lpips`` LPIPS-VGG against the HR image (:mod:`realsr_cli.engine.lpips`), with
+``EvalOptions.dists`` DISTS against the HR image (:mod:`realsr_cli.engine.dists`). With an HR
 prior (a FeMaSR HQ-stage VQGAN, ``lq_stage=false``, scale 1: what ``femasr-hrp`` training exports)
 and a model whose network has ``match_indices`` (FeMaSR, UGTSR), also the codebook matching
 accuracy: how often the code the SR network picks from its LR input is the code the prior's own
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from realsr_cli.engine import api, io, lpips, metrics, niqe
+from realsr_cli.engine import api, dists, io, lpips, metrics, niqe
 from realsr_cli.errors import RealSRError, UsageError
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,8 @@ class EvalOptions:
     """``crop_border`` None = the model's scale; ``top_k`` ranks for the codebook accuracy;
     ``save_dir``: also write each SR image there (PNG, LR tree mirrored); ``niqe``: also the
     no-reference NIQE of each SR image (:mod:`realsr_cli.engine.niqe`, same crop border);
-    ``lpips``: also LPIPS-VGG against HR (same crop border; weights from the registry cache)."""
+    ``lpips``: also LPIPS-VGG against HR (same crop border; weights from the registry cache);
+    ``dists``: also DISTS against HR (likewise)."""
 
     upscale: api.UpscaleOptions = api.UpscaleOptions()
     crop_border: int | None = None
@@ -81,6 +83,7 @@ class EvalOptions:
     save_dir: Path | None = None
     niqe: bool = False
     lpips: bool = False
+    dists: bool = False
 
 
 def _finite(x: float) -> float | None:
@@ -101,6 +104,7 @@ class ImageScore:
     seconds: float = 0.0
     niqe: float | None = None
     lpips: float | None = None
+    dists: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -114,6 +118,8 @@ class ImageScore:
         }
         if self.lpips is not None:
             out["lpips"] = self.lpips
+        if self.dists is not None:
+            out["dists"] = self.dists
         if self.niqe is not None:
             out["niqe"] = self.niqe
         if self.codebook is not None:
@@ -133,6 +139,7 @@ class EvalReport:
     top_k: tuple[int, ...] = ()
     niqe: bool = False
     lpips: bool = False
+    dists: bool = False
     images: list[ImageScore] = field(default_factory=list)
     missing: list[tuple[str, str]] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
@@ -140,8 +147,8 @@ class EvalReport:
 
     @property
     def mean(self) -> dict[str, float]:
-        """Means over the scored images: psnr, ssim, lpips and niqe (when scored) and (with a
-        prior) every codebook key."""
+        """Means over the scored images: psnr, ssim, lpips, dists and niqe (when scored) and
+        (with a prior) every codebook key."""
         if not self.images:
             return {}
         n = len(self.images)
@@ -151,6 +158,8 @@ class EvalReport:
         }
         if self.lpips:
             out["lpips"] = sum(s.lpips or 0.0 for s in self.images) / n
+        if self.dists:
+            out["dists"] = sum(s.dists or 0.0 for s in self.images) / n
         if self.niqe:
             out["niqe"] = sum(s.niqe or 0.0 for s in self.images) / n
         scored = [s.codebook for s in self.images if s.codebook is not None]
@@ -335,9 +344,11 @@ def score_pair(
     prior: api.LoadedModel | None = None,
     progress: api.Progress | None = None,
     lpips_net: lpips.LPIPSNet | None = None,
+    dists_net: dists.DISTSNet | None = None,
 ) -> ImageScore:
     """Upscale ``pair.lq`` (engine path, with tiling), score it against ``pair.hq``
-    (``lpips_net``: the loaded LPIPS for ``options.lpips``; loaded here when None)."""
+    (``lpips_net`` / ``dists_net``: the loaded LPIPS / DISTS for ``options.lpips`` /
+    ``options.dists``; loaded here when None)."""
     t0 = time.perf_counter()
     lq_img = io.read_image(pair.lq, max_pixels=options.upscale.max_pixels)
     hq_img = io.read_image(pair.hq, max_pixels=options.upscale.max_pixels)
@@ -357,6 +368,9 @@ def score_pair(
     if options.lpips:
         net = lpips_net if lpips_net is not None else lpips.load_lpips(device=model.device)
         score.lpips = lpips.lpips(sr, hq, net, crop_border=crop)
+    if options.dists:
+        dnet = dists_net if dists_net is not None else dists.load_dists(device=model.device)
+        score.dists = dists.dists(sr, hq, dnet, crop_border=crop)
     if options.niqe:
         score.niqe = niqe.niqe(sr, crop_border=crop)
     if prior is not None:
@@ -405,12 +419,13 @@ def evaluate(
     """Score every pair of ``plan``; a failing pair is recorded and evaluation goes on.
 
     ``prior`` (from :func:`load_prior`) adds the codebook accuracy; ``hr_prior`` names it in the
-    report. With ``options.lpips`` the LPIPS weights are loaded once, first, on the model's device
-    (missing from the cache: :class:`WeightsError`, exit 3).
+    report. With ``options.lpips`` / ``options.dists`` the LPIPS / DISTS weights are loaded once,
+    first, on the model's device (missing from the cache: :class:`WeightsError`, exit 3).
     """
     if prior is not None:
         _check_top_k(model, prior, options.top_k)
     lpips_net = lpips.load_lpips(device=model.device) if options.lpips else None
+    dists_net = dists.load_dists(device=model.device) if options.dists else None
     t0 = time.perf_counter()
     crop = model.scale if options.crop_border is None else options.crop_border
     report = EvalReport(
@@ -423,12 +438,14 @@ def evaluate(
         top_k=tuple(sorted(set(options.top_k))),
         niqe=options.niqe,
         lpips=options.lpips,
+        dists=options.dists,
         missing=list(plan.missing),
     )
     report.images, report.failed = score_each(
         plan.pairs,
         lambda pair: score_pair(
-            model, pair, options, prior=prior, progress=progress, lpips_net=lpips_net
+            model, pair, options, prior=prior, progress=progress, lpips_net=lpips_net,
+            dists_net=dists_net,
         ),
         on_done,
     )

@@ -1,5 +1,5 @@
-"""Score existing SR images, no model: against HR references (PSNR, SSIM, LPIPS) and/or alone
-(NIQE).
+"""Score existing SR images, no model: against HR references (PSNR, SSIM, LPIPS, DISTS) and/or
+alone (NIQE).
 
 Pairing rule: an SR image pairs with the HR image of the same relative path and stem, any image
 suffix on either side (``sr/sub/0801.png`` <-> ``hr/sub/0801.jpg``). With ``suffix`` (e.g.
@@ -9,8 +9,9 @@ skipped and listed; HR images that no SR image names are listed too. Without an 
 SR image is scored alone (no-reference metrics only).
 
 Scores use :mod:`realsr_cli.engine.metrics` (PSNR/SSIM, BasicSR conventions: 8-bit, Y channel,
-``crop_border`` px cut from each side), :mod:`realsr_cli.engine.lpips` (RGB, same crop; its
-weights from the registry cache) and :mod:`realsr_cli.engine.niqe`. ``crop_border``
+``crop_border`` px cut from each side), :mod:`realsr_cli.engine.lpips` and
+:mod:`realsr_cli.engine.dists` (RGB, same crop; their weights from the registry cache) and
+:mod:`realsr_cli.engine.niqe`. ``crop_border``
 defaults to ``scale`` (BasicSR's convention), or 0 when the scale is not given. An HR image up
 to ``scale - 1`` px larger than its SR image in each side is cropped at the bottom/right (HR
 sides not divisible by the scale); any other size mismatch fails that image.
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from realsr_cli.engine import io, lpips, metrics, niqe
+from realsr_cli.engine import dists, io, lpips, metrics, niqe
 from realsr_cli.engine.evaluate import fit_hq, image_tensor, score_each
 from realsr_cli.errors import UsageError
 
@@ -129,13 +130,15 @@ def pair_dirs(
 class DirEvalOptions:
     """``scale``: the SR scale (default crop border; HR size tolerance); ``crop_border`` None =
     ``scale`` or 0; ``niqe``: also NIQE of each SR image; ``reference``: PSNR/SSIM (needs HR);
-    ``lpips``: also LPIPS-VGG against HR (needs HR and its weights in the registry cache)."""
+    ``lpips``: also LPIPS-VGG against HR (needs HR and its weights in the registry cache);
+    ``dists``: also DISTS against HR (likewise)."""
 
     scale: int | None = None
     crop_border: int | None = None
     reference: bool = True
     niqe: bool = False
     lpips: bool = False
+    dists: bool = False
     max_pixels: int | None = io.DEFAULT_MAX_PIXELS
 
     @property
@@ -145,7 +148,13 @@ class DirEvalOptions:
     @property
     def metrics(self) -> list[str]:
         full = (["psnr", "ssim"] if self.reference else []) + (["lpips"] if self.lpips else [])
+        full += ["dists"] if self.dists else []
         return full + (["niqe"] if self.niqe else [])
+
+    @property
+    def needs_hr(self) -> bool:
+        """Whether a metric compares with a reference (PSNR/SSIM, LPIPS, DISTS)."""
+        return self.reference or self.lpips or self.dists
 
 
 def _finite(x: float) -> float | None:
@@ -215,18 +224,21 @@ def score_image(
     options: DirEvalOptions = DirEvalOptions(),
     *,
     lpips_net: lpips.LPIPSNet | None = None,
+    dists_net: dists.DISTSNet | None = None,
 ) -> DirScore:
     """Read ``pair.sr`` (and ``pair.hr``) and score it with ``options.metrics``. ``lpips_net``:
-    the loaded LPIPS (:func:`lpips.load_lpips`; loaded here when None and ``options.lpips``)."""
+    the loaded LPIPS (:func:`lpips.load_lpips`; loaded here when None and ``options.lpips``);
+    ``dists_net`` likewise for DISTS (:func:`dists.load_dists`)."""
     t0 = time.perf_counter()
     sr_img = io.read_image(pair.sr, max_pixels=options.max_pixels)
     sr = image_tensor(sr_img.pixels)
     crop = options.crop
     score = DirScore(pair.name, str(pair.sr), str(pair.hr) if pair.hr else None,
                      (sr_img.width, sr_img.height))
-    if options.reference or options.lpips:
+    if options.needs_hr:
         if pair.hr is None:
-            raise UsageError(f"{pair.name}: PSNR/SSIM/LPIPS need an HR image", hint="give HR_DIR")
+            raise UsageError(f"{pair.name}: PSNR/SSIM/LPIPS/DISTS need an HR image",
+                             hint="give HR_DIR")
         hr_img = io.read_image(pair.hr, max_pixels=options.max_pixels)
         size = (sr_img.height, sr_img.width)
         hr = image_tensor(fit_hq(hr_img.pixels, size, options.scale or 1, pair.name, _SIZE_HINT))
@@ -236,6 +248,9 @@ def score_image(
         if options.lpips:
             net = lpips_net if lpips_net is not None else lpips.load_lpips()
             score.scores["lpips"] = lpips.lpips(sr, hr, net, crop_border=crop)
+        if options.dists:
+            dnet = dists_net if dists_net is not None else dists.load_dists()
+            score.scores["dists"] = dists.dists(sr, hr, dnet, crop_border=crop)
     if options.niqe:
         score.scores["niqe"] = niqe.niqe(sr, crop_border=crop)
     score.seconds = time.perf_counter() - t0
@@ -250,18 +265,24 @@ def evaluate_dirs(
     hr_dir: str | Path | None = None,
     on_done: Callable[[DirPair, DirScore | None, str | None], None] | None = None,
     lpips_net: lpips.LPIPSNet | None = None,
+    dists_net: dists.DISTSNet | None = None,
 ) -> DirReport:
     """Score every pair of ``plan``; a failing image is recorded and scoring goes on.
 
-    With ``options.lpips`` the LPIPS weights are loaded once, before any image (``lpips_net``
-    given: that one): weights missing from the cache stop the run (:class:`WeightsError`, exit 3)
-    instead of failing every image."""
+    With ``options.lpips`` / ``options.dists`` the LPIPS / DISTS weights are loaded once, before
+    any image (``lpips_net`` / ``dists_net`` given: that one): weights missing from the cache stop
+    the run (:class:`WeightsError`, exit 3) instead of failing every image."""
     if not options.metrics:
-        raise UsageError("no metric to compute", hint="give HR_DIR (PSNR/SSIM/LPIPS) and/or --niqe")
-    if options.lpips and hr_dir is None:
-        raise UsageError("LPIPS compares with a reference: it needs HR_DIR", hint="give HR_DIR")
+        raise UsageError("no metric to compute",
+                         hint="give HR_DIR (PSNR/SSIM/LPIPS/DISTS) and/or --niqe")
+    for name, on in (("LPIPS", options.lpips), ("DISTS", options.dists)):
+        if on and hr_dir is None:
+            raise UsageError(f"{name} compares with a reference: it needs HR_DIR",
+                             hint="give HR_DIR")
     if options.lpips and lpips_net is None:
         lpips_net = lpips.load_lpips()
+    if options.dists and dists_net is None:
+        dists_net = dists.load_dists()
     t0 = time.perf_counter()
     report = DirReport(
         sr_dir=str(sr_dir),
@@ -273,7 +294,9 @@ def evaluate_dirs(
         unpaired_hr=list(plan.unpaired_hr),
     )
     report.images, report.failed = score_each(
-        plan.pairs, lambda pair: score_image(pair, options, lpips_net=lpips_net), on_done
+        plan.pairs,
+        lambda pair: score_image(pair, options, lpips_net=lpips_net, dists_net=dists_net),
+        on_done,
     )
     report.seconds = time.perf_counter() - t0
     return report

@@ -53,9 +53,10 @@ _AUX_OPTIONAL = {"sha256", "paper", "notes", "kind"}
 
 #: auxiliary (non-SR) architectures an ``kind = "aux"`` entry may name: the ImageNet VGGs of the
 #: training losses (loaded by realsr_cli.training.stages._common.read_vgg_state_dict), SSR's
-#: depth estimators (archs.DEPTH_ARCHITECTURES, loaded by realsr_cli.engine.depth) and the LPIPS
-#: metric's learned layers (``realsr eval --lpips``, loaded by realsr_cli.engine.lpips)
-AUX_ARCHS: tuple[str, ...] = ("vgg16", "vgg19", "lpips", *DEPTH_ARCHITECTURES)
+#: depth estimators (archs.DEPTH_ARCHITECTURES, loaded by realsr_cli.engine.depth), the LPIPS
+#: metric's learned layers (``realsr eval --lpips``, loaded by realsr_cli.engine.lpips) and the
+#: DISTS metric's alpha/beta weights (``realsr eval --dists``, loaded by realsr_cli.engine.dists)
+AUX_ARCHS: tuple[str, ...] = ("vgg16", "vgg19", "lpips", "dists", *DEPTH_ARCHITECTURES)
 _HUB_KEYS = {"hub", "filename", "revision"}
 
 
@@ -399,10 +400,11 @@ class Catalog:
                 f"{e.id!r} is a depth estimator (auxiliary weights), not a super-resolution model",
                 hint=f"use it with an SSR model: --model ssr --depth-estimator {e.id}",
             )
-        if e.arch == "lpips":
+        if e.arch in ("lpips", "dists"):
             return UnknownModelError(
-                f"{e.id!r} holds the LPIPS metric's weights (auxiliary), not a super-resolution model",
-                hint="`realsr eval SR_DIR HR_DIR --lpips` uses it (with vgg16-imagenet)",
+                f"{e.id!r} holds the {e.arch.upper()} metric's weights (auxiliary), "
+                "not a super-resolution model",
+                hint=f"`realsr eval SR_DIR HR_DIR --{e.arch}` uses it (with vgg16-imagenet)",
             )
         return UnknownModelError(
             f"{e.id!r} is an auxiliary weights entry ({e.arch}, used by training losses), "

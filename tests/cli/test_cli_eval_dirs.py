@@ -1,5 +1,5 @@
 """`realsr eval SR_DIR [HR_DIR]`: scoring existing images without a model (pairing, JSON keys,
-exit codes, NIQE, LPIPS), and `--niqe` / `--lpips` in the model form."""
+exit codes, NIQE, LPIPS, DISTS), and `--niqe` / `--lpips` / `--dists` in the model form."""
 
 from __future__ import annotations
 
@@ -12,11 +12,13 @@ import pytest
 import torch
 
 from realsr_cli.cli import _schemas
-from realsr_cli.engine import io, lpips, niqe
+from realsr_cli.engine import dists, io, lpips, niqe
 from realsr_cli.engine.metrics import psnr, ssim
 from realsr_cli.models.femasr import FeMaSRConfig, FeMaSRNet
 from realsr_cli.registry.loader import save_weights
 from tests.cli.conftest import run_cli
+from tests.engine.test_dists import DISTS_TEST_ID, serve_dists
+from tests.engine.test_dists import VGG_TEST_ID as DISTS_VGG_TEST_ID
 from tests.engine.test_lpips import LIN_TEST_ID, VGG_TEST_ID, serve_lpips
 from tests.parity import shared_dir
 
@@ -188,6 +190,7 @@ def test_usage_errors(dirs, tmp_path):
         ([sr, sr], "same folder"),
         ([sr, "--suffix", "_x4", "--niqe"], "needs HR_DIR"),
         ([sr, "--lpips", "--niqe"], "--lpips compares with a reference: it needs HR_DIR"),
+        ([sr, "--dists"], "--dists compares with a reference: it needs HR_DIR"),
         ([sr, hr, "--model", "femasr-x4"], "--model"),
         ([sr, hr, "--device", "cpu", "--tile", "0"], "--device, --tile"),
         (["--crop-border", "2"], "give SR_DIR"),  # neither form
@@ -231,6 +234,55 @@ def test_lpips_without_its_weights_exits_3(dirs, tmp_path, monkeypatch):
     assert res.stdout == b""  # never skipped silently, no half report
     assert f"not in the cache: {VGG_TEST_ID}, {LIN_TEST_ID}" in res.stderr
     for entry_id in (VGG_TEST_ID, LIN_TEST_ID):
+        assert f"realsr models download {entry_id}" in res.stderr
+    assert not (tmp_path / "realsr-cache" / "downloads").exists()
+
+
+def test_dists_per_image_and_mean(dirs, tmp_path, monkeypatch):
+    sr, hr = dirs
+    vgg, weights = serve_dists(tmp_path, monkeypatch)
+    net = dists.DISTSNet.from_state_dicts(vgg, weights)
+    res = _eval(sr, hr, "-r", "--scale", "2", "--dists", "--offline", "--json")
+    assert res.code == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert report["schema"] == "realsr.eval.dirs/1" and _schemas.validate(report, "eval.dirs") == []
+    assert report["metrics"] == ["psnr", "ssim", "dists"] and report["count"] == 2
+    for item in report["images"]:
+        assert list(item) == ["name", "sr", "hr", "size", "psnr", "ssim", "dists", "seconds"]
+        a, b = _t(sr / item["name"]), _t(hr / item["name"])
+        assert item["dists"] == dists.dists(a, b, net, crop_border=2) and 0 < item["dists"] < 1
+    assert list(report["mean"]) == ["psnr", "ssim", "dists"]
+    assert report["mean"]["dists"] == pytest.approx(np.mean([i["dists"] for i in report["images"]]))
+    # human form: a DISTS column with 4 digits, per image and mean
+    res = _eval(sr, hr, "-r", "--scale", "2", "--dists")
+    assert res.code == 0 and res.stdout == b"", res.stderr
+    assert "DISTS" in res.stderr
+    assert f"{report['images'][0]['dists']:.4f}" in res.stderr
+    assert f"{report['mean']['dists']:.4f}" in res.stderr
+
+
+def test_lpips_and_dists_together(dirs, tmp_path, monkeypatch):
+    sr, hr = dirs
+    serve_lpips(tmp_path, monkeypatch)
+    serve_dists(tmp_path, monkeypatch, add_to_catalogs=True)  # both test catalogs, one cache
+    res = _eval(sr, hr, "--scale", "2", "--lpips", "--dists", "--niqe", "--json")
+    assert res.code == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert _schemas.validate(report, "eval.dirs") == []
+    assert report["metrics"] == ["psnr", "ssim", "lpips", "dists", "niqe"]
+    assert list(report["mean"]) == report["metrics"]
+    (item,) = report["images"]
+    assert list(item)[4:] == ["psnr", "ssim", "lpips", "dists", "niqe", "seconds"]
+
+
+def test_dists_without_its_weights_exits_3(dirs, tmp_path, monkeypatch):
+    sr, hr = dirs
+    serve_dists(tmp_path, monkeypatch, download=False)  # known to the catalog, not downloaded
+    res = _eval(sr, hr, "--scale", "2", "--dists", "--json")
+    assert res.code == 3, res.stderr
+    assert res.stdout == b""  # never skipped silently, no half report
+    assert f"not in the cache: {DISTS_VGG_TEST_ID}, {DISTS_TEST_ID}" in res.stderr
+    for entry_id in (DISTS_VGG_TEST_ID, DISTS_TEST_ID):
         assert f"realsr models download {entry_id}" in res.stderr
     assert not (tmp_path / "realsr-cache" / "downloads").exists()
 
@@ -290,3 +342,31 @@ def test_model_form_with_lpips(tmp_path, monkeypatch):
     expected = lpips.lpips(_t(save / "x.png"), _t(tmp_path / "hq" / "x.png"), net, crop_border=2)
     assert item["lpips"] == pytest.approx(expected, abs=1e-6)
     assert report["mean"]["lpips"] == item["lpips"]
+
+
+def test_model_form_with_dists(tmp_path, monkeypatch):
+    vgg, weights_ab = serve_dists(tmp_path, monkeypatch)
+    torch.manual_seed(0)
+    weights = save_weights(tmp_path / "sr.safetensors", arch="femasr", config=TINY_SR,
+                           state_dict=FeMaSRNet(TINY_SR).state_dict())
+    px = _pixels(64, 80, 4)
+    _write(tmp_path / "hq" / "x.png", px)
+    _write(tmp_path / "lq" / "x.png", io.resize(px, (32, 40), filter="area"))
+    save = tmp_path / "out"
+    res = _eval("--weights", weights, "--lq", tmp_path / "lq", "--hq", tmp_path / "hq",
+                "--device", "cpu", "--tile", "0", "--dists", "--save-dir", save, "--json")
+    assert res.code == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert _schemas.validate(report, "eval") == []
+    assert list(report["mean"]) == ["psnr", "ssim", "dists"]
+    (item,) = report["images"]
+    assert list(item)[5:] == ["psnr", "ssim", "dists", "seconds"]
+    net = dists.DISTSNet.from_state_dicts(vgg, weights_ab)
+    expected = dists.dists(_t(save / "x.png"), _t(tmp_path / "hq" / "x.png"), net, crop_border=2)
+    assert item["dists"] == pytest.approx(expected, abs=1e-6)
+    assert report["mean"]["dists"] == item["dists"]
+    # human form: the DISTS column
+    res = _eval("--weights", weights, "--lq", tmp_path / "lq", "--hq", tmp_path / "hq",
+                "--device", "cpu", "--tile", "0", "--dists")
+    assert res.code == 0 and "DISTS" in res.stderr and res.stdout == b""
+    assert f"{item['dists']:.4f}" in res.stderr

@@ -1,0 +1,221 @@
+"""DISTS, the Deep Image Structure and Texture Similarity (a distance: lower is better).
+
+Ding, Ma, Wang & Simoncelli, "Image Quality Assessment: Unifying Structure and Texture
+Similarity", IEEE TPAMI 2020 (arXiv:2004.07728). Both images go through an ImageNet VGG-16 whose
+max poolings are replaced by L2 poolings; six stages are compared: the [0,1] RGB image itself
+(stage 0, 3 channels) and relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 (torchvision ``features``
+indices 3, 8, 15, 22, 29; 64, 128, 256, 512, 512 channels). For channel ``j`` of stage ``i``,
+with the global (spatial) means ``mu``, variances ``sigma^2`` and covariance ``sigma_xy`` of the
+two feature maps,
+
+    texture    l_ij = (2 mu_x mu_y + c1) / (mu_x^2 + mu_y^2 + c1)
+    structure  s_ij = (2 sigma_xy + c2) / (sigma_x^2 + sigma_y^2 + c2)          c1 = c2 = 1e-6
+
+    D(x, y) = 1 - sum_ij (alpha_ij l_ij + beta_ij s_ij)
+
+where ``alpha``, ``beta`` (1475 = 3 + 64 + 128 + 256 + 512 + 512 weights each) are the authors'
+learned weights, divided by the sum of both so that they add up to 1. Since they do, we evaluate
+the same number as ``sum_ij alpha_ij (1 - l_ij) + beta_ij (1 - s_ij)``: no cancellation for
+close images, and exactly 0 for identical ones. With non-negative weights D >= 0 (l is in (0, 1]
+for the non-negative stages, |s| <= 1); it stays below 1 unless the structures anti-correlate.
+
+L2 pooling (the paper's replacement for max pooling, after Henaff & Simoncelli 2016):
+``sqrt(g * x^2 + 1e-12)`` per channel, with ``g`` the 3x3 Hann window
+``[1, 2, 1]^T [1, 2, 1] / 16``, stride 2, zero padding 1 (so a side n becomes ceil(n / 2)). Before
+the VGG, the [0,1] image is normalised with ImageNet's mean (0.485, 0.456, 0.406) and std
+(0.229, 0.224, 0.225); stage 0 uses the image before that normalisation. Images are compared at
+full resolution (no resizing).
+
+The numbers are those of the authors' ``DISTS_pytorch`` package (0.1). Two files are needed, both
+``kind = "aux"`` entries of the weights catalog, read from the registry cache (never downloaded
+here: ``realsr models download ID`` fetches them):
+
+- ``vgg16-imagenet``: torchvision's ImageNet VGG-16 (keys ``features.N.weight/bias``);
+- ``dists-vgg``: the authors' ``weights.pt`` (keys ``alpha``, ``beta``, each (1,1475,1,1)).
+
+:class:`DISTSNet` keeps those keys 1:1 (STYLE §2). numpy-free: torch only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from realsr_cli.engine.lpips import _read
+from realsr_cli.errors import UsageError, WeightsError
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "CHANNELS", "DISTS_ID", "MEAN", "STD", "TAPS", "VGG_ID", "DISTSNet", "L2Pool", "dists",
+    "load_dists",
+]
+
+#: catalog ids of the two files (weights.toml, auxiliary section)
+VGG_ID = "vgg16-imagenet"
+DISTS_ID = "dists-vgg"
+#: ImageNet normalisation of the [0,1] RGB input, per channel
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+#: torchvision VGG-16 ``features`` indices of relu1_2, relu2_2, relu3_3, relu4_3, relu5_3
+TAPS = (3, 8, 15, 22, 29)
+#: channels of the six compared stages: the image itself, then the five taps
+CHANNELS = (3, 64, 128, 256, 512, 512)
+#: VGG-16 ``features`` up to relu5_3: output channels of each conv, "P" = pooling (L2 here)
+_VGG16 = (64, 64, "P", 128, 128, "P", 256, 256, 256, "P", 512, 512, 512, "P", 512, 512, 512)
+_C1 = _C2 = 1e-6
+_POOL_EPS = 1e-12
+
+
+class L2Pool(nn.Module):
+    """L2 pooling: ``sqrt(hann3x3 * x^2 + 1e-12)`` per channel, stride 2, padding 1.
+    (B,C,H,W) -> (B,C,ceil(H/2),ceil(W/2)). No parameters (the window is a fixed buffer)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        hann = torch.tensor([1.0, 2.0, 1.0])  # the 5-tap Hann window without its zero ends, x2
+        window = torch.outer(hann, hann) / 16
+        self.register_buffer("window", window.expand(channels, 1, 3, 3).clone(), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        pooled = F.conv2d(x * x, self.window, stride=2, padding=1, groups=x.shape[1])
+        return (pooled + _POOL_EPS).sqrt()
+
+
+class DISTSNet(nn.Module):
+    """DISTS (module docstring). ``forward(x, y)``: (B,3,H,W) float in [0,1] each, the same size
+    (at least 16x16: relu5_3 is at 1/16 resolution) -> (B,) float32 distances."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = 3
+        for v in _VGG16:
+            if v == "P":
+                layers.append(L2Pool(channels))
+            else:
+                layers += [nn.Conv2d(channels, int(v), 3, padding=1), nn.ReLU()]
+                channels = int(v)
+        self.features = nn.Sequential(*layers)  # indices 0..29, torchvision's
+        self.alpha = nn.Parameter(torch.zeros(1, sum(CHANNELS), 1, 1))
+        self.beta = nn.Parameter(torch.zeros(1, sum(CHANNELS), 1, 1))
+        self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1), persistent=False)
+        self.requires_grad_(False)
+        self.eval()
+
+    @classmethod
+    def from_state_dicts(cls, vgg: Mapping[str, Tensor], weights: Mapping[str, Tensor]) -> DISTSNet:
+        """Build from torchvision VGG-16 tensors (``features.N.*``; other keys, e.g.
+        ``classifier.*``, are ignored) and the DISTS tensors (``alpha``, ``beta``), loaded
+        strictly: a missing, unexpected or misshaped tensor is a :class:`WeightsError`."""
+        net = cls()
+        wanted = {f"features.{k}" for k in net.features.state_dict()}
+        tensors = {k: v for k, v in vgg.items() if k in wanted}
+        tensors |= {k: v for k, v in weights.items() if not k.startswith("features.")}
+        own = net.state_dict()
+        missing = sorted(set(own) - set(tensors))
+        extra = sorted(set(tensors) - set(own))
+        shapes = [f"{k} {tuple(tensors[k].shape)} != {tuple(own[k].shape)}"
+                  for k in set(own) & set(tensors) if tensors[k].shape != own[k].shape]
+        if missing or extra or shapes:
+            problems = [f"missing {', '.join(missing[:4])}" if missing else "",
+                        f"unexpected {', '.join(extra[:4])}" if extra else "",
+                        "; ".join(sorted(shapes)[:4])]
+            raise WeightsError(
+                "DISTS weights do not fit DISTS-VGG: " + "; ".join(p for p in problems if p),
+                hint=f"use torchvision's ImageNet VGG-16 ({VGG_ID}) and DISTS' weights.pt "
+                     f"({DISTS_ID})",
+            )
+        net.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
+        return net
+
+    def _stage(self, a: Tensor, b: Tensor, weights: tuple[Tensor, Tensor]) -> Tensor:
+        """One stage's share of the distance, ``sum_j alpha_j (1 - l_j) + beta_j (1 - s_j)``:
+        ``a``, ``b`` (n,C,h,w) feature maps, ``weights`` the normalised (C,) alpha and beta ->
+        (n,)."""
+        mu_a, mu_b = a.mean((2, 3)), b.mean((2, 3))
+        da, db = a - mu_a[..., None, None], b - mu_b[..., None, None]
+        var_a, var_b, cov = da.pow(2).mean((2, 3)), db.pow(2).mean((2, 3)), (da * db).mean((2, 3))
+        texture = (2 * mu_a * mu_b + _C1) / (mu_a.pow(2) + mu_b.pow(2) + _C1)
+        structure = (2 * cov + _C2) / (var_a + var_b + _C2)
+        alpha, beta = weights
+        return ((1 - texture) * alpha + (1 - structure) * beta).sum(1)
+
+    @torch.inference_mode()
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        if x.shape != y.shape or x.ndim != 4 or x.shape[1] != 3:
+            raise UsageError(f"DISTS needs two (B,3,H,W) images of one size, got {tuple(x.shape)} "
+                             f"and {tuple(y.shape)}")
+        if min(x.shape[-2:]) < 16:
+            raise UsageError(f"DISTS needs at least 16x16 pixels, got {x.shape[-1]}x{x.shape[-2]}")
+        total_weight = self.alpha.sum() + self.beta.sum()
+        alphas = torch.split(self.alpha.flatten() / total_weight, CHANNELS)
+        betas = torch.split(self.beta.flatten() / total_weight, CHANNELS)
+        n = x.shape[0]
+        h = torch.cat([x, y]).to(self.alpha.device, self.alpha.dtype)
+        total = self._stage(h[:n], h[n:], (alphas[0], betas[0]))  # stage 0: the image itself
+        h = (h - self.mean) / self.std
+        for i, layer in enumerate(self.features):
+            h = layer(h)
+            if i in TAPS:
+                k = TAPS.index(i) + 1
+                total = total + self._stage(h[:n], h[n:], (alphas[k], betas[k]))
+        return total.float()
+
+
+def _download_hint(entries: list) -> str:
+    cmds = [f"`realsr models download {e.id}{'' if e.sha256 else ' --trust'}`" for e in entries]
+    return "run " + " and ".join(cmds) + " once (online); DISTS then works offline"
+
+
+def load_dists(
+    *, device: str | torch.device = "cpu", vgg_id: str | None = None, dists_id: str | None = None
+) -> DISTSNet:
+    """DISTS from two catalog entries (default :data:`VGG_ID`, :data:`DISTS_ID`), read from the
+    registry cache and verified against their sha256 (weights.toml's or the one trusted on first
+    use), on ``device`` in float32.
+
+    Never downloads (scoring never starts a download): a file that is not in the cache is a
+    :class:`WeightsError` (exit 3) whose hint names the ``realsr models download`` commands.
+    """
+    from realsr_cli.registry import hub
+    from realsr_cli.registry.catalog import load_catalog
+
+    catalog = load_catalog()
+    names = (vgg_id or VGG_ID, dists_id or DISTS_ID)
+    entries = [catalog.get(name, allow_aux=True) for name in names]
+    for entry, arch in zip(entries, ("vgg16", "dists"), strict=True):
+        if not entry.is_aux or entry.arch != arch:
+            raise UsageError(f"{entry.id} is not {arch} weights",
+                             hint=f"DISTS needs {arch} weights such as {VGG_ID} / {DISTS_ID}")
+    missing = [e for e in entries if hub.cached_path(e) is None]
+    if missing:
+        raise WeightsError(
+            f"DISTS needs weights that are not in the cache: {', '.join(e.id for e in missing)}",
+            hint=_download_hint(missing),
+        )
+    vgg_path, dists_path = (hub.fetch(e, offline=True) for e in entries)  # re-hashed, cache only
+    log.info("DISTS: %s (%s), %s (%s)", entries[0].id, vgg_path, entries[1].id, dists_path)
+    vgg, weights = _read(vgg_path, entries[0].id), _read(dists_path, entries[1].id)
+    return DISTSNet.from_state_dicts(vgg, weights).to(device)
+
+
+def dists(sr: Tensor, hq: Tensor, net: DISTSNet, *, crop_border: int = 0) -> float:
+    """DISTS of ``sr`` against ``hq``: (1,3,H,W) or (3,H,W) float in [0,1], same size, RGB.
+
+    Both are quantised to 8 bits (``round(255 x) / 255`` after clamping, as PSNR/SSIM/LPIPS do)
+    and ``crop_border`` pixels are cut from every side first. Lower is better (0: identical).
+    """
+    a, b = (t if t.ndim == 4 else t.unsqueeze(0) for t in (sr, hq))
+    if a.shape != b.shape:
+        raise UsageError(f"DISTS: SR {tuple(a.shape)} and HR {tuple(b.shape)} differ in size")
+    if crop_border:
+        c = crop_border
+        a, b = a[..., c:-c, c:-c], b[..., c:-c, c:-c]
+    a, b = (torch.round(t.float().nan_to_num(0.0).clamp(0, 1) * 255) / 255 for t in (a, b))
+    return float(net(a, b)[0])
