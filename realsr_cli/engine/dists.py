@@ -38,17 +38,14 @@ here: ``realsr models download ID`` fetches them):
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from realsr_cli.engine.lpips import _read
-from realsr_cli.errors import UsageError, WeightsError
-
-log = logging.getLogger(__name__)
+from realsr_cli.engine.vgg_metric import load_cached, load_strict, prepare_pair
+from realsr_cli.errors import UsageError
 
 __all__ = [
     "CHANNELS", "DISTS_ID", "MEAN", "STD", "TAPS", "VGG_ID", "DISTSNet", "L2Pool", "dists",
@@ -113,26 +110,10 @@ class DISTSNet(nn.Module):
         """Build from torchvision VGG-16 tensors (``features.N.*``; other keys, e.g.
         ``classifier.*``, are ignored) and the DISTS tensors (``alpha``, ``beta``), loaded
         strictly: a missing, unexpected or misshaped tensor is a :class:`WeightsError`."""
-        net = cls()
-        wanted = {f"features.{k}" for k in net.features.state_dict()}
-        tensors = {k: v for k, v in vgg.items() if k in wanted}
-        tensors |= {k: v for k, v in weights.items() if not k.startswith("features.")}
-        own = net.state_dict()
-        missing = sorted(set(own) - set(tensors))
-        extra = sorted(set(tensors) - set(own))
-        shapes = [f"{k} {tuple(tensors[k].shape)} != {tuple(own[k].shape)}"
-                  for k in set(own) & set(tensors) if tensors[k].shape != own[k].shape]
-        if missing or extra or shapes:
-            problems = [f"missing {', '.join(missing[:4])}" if missing else "",
-                        f"unexpected {', '.join(extra[:4])}" if extra else "",
-                        "; ".join(sorted(shapes)[:4])]
-            raise WeightsError(
-                "DISTS weights do not fit DISTS-VGG: " + "; ".join(p for p in problems if p),
-                hint=f"use torchvision's ImageNet VGG-16 ({VGG_ID}) and DISTS' weights.pt "
-                     f"({DISTS_ID})",
-            )
-        net.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
-        return net
+        return load_strict(
+            cls(), vgg, weights, metric="DISTS",
+            hint=f"use torchvision's ImageNet VGG-16 ({VGG_ID}) and DISTS' weights.pt ({DISTS_ID})",
+        )
 
     def _stage(self, a: Tensor, b: Tensor, weights: tuple[Tensor, Tensor]) -> Tensor:
         """One stage's share of the distance, ``sum_j alpha_j (1 - l_j) + beta_j (1 - s_j)``:
@@ -168,11 +149,6 @@ class DISTSNet(nn.Module):
         return total.float()
 
 
-def _download_hint(entries: list) -> str:
-    cmds = [f"`realsr models download {e.id}{'' if e.sha256 else ' --trust'}`" for e in entries]
-    return "run " + " and ".join(cmds) + " once (online); DISTS then works offline"
-
-
 def load_dists(
     *, device: str | torch.device = "cpu", vgg_id: str | None = None, dists_id: str | None = None
 ) -> DISTSNet:
@@ -183,25 +159,9 @@ def load_dists(
     Never downloads (scoring never starts a download): a file that is not in the cache is a
     :class:`WeightsError` (exit 3) whose hint names the ``realsr models download`` commands.
     """
-    from realsr_cli.registry import hub
-    from realsr_cli.registry.catalog import load_catalog
-
-    catalog = load_catalog()
-    names = (vgg_id or VGG_ID, dists_id or DISTS_ID)
-    entries = [catalog.get(name, allow_aux=True) for name in names]
-    for entry, arch in zip(entries, ("vgg16", "dists"), strict=True):
-        if not entry.is_aux or entry.arch != arch:
-            raise UsageError(f"{entry.id} is not {arch} weights",
-                             hint=f"DISTS needs {arch} weights such as {VGG_ID} / {DISTS_ID}")
-    missing = [e for e in entries if hub.cached_path(e) is None]
-    if missing:
-        raise WeightsError(
-            f"DISTS needs weights that are not in the cache: {', '.join(e.id for e in missing)}",
-            hint=_download_hint(missing),
-        )
-    vgg_path, dists_path = (hub.fetch(e, offline=True) for e in entries)  # re-hashed, cache only
-    log.info("DISTS: %s (%s), %s (%s)", entries[0].id, vgg_path, entries[1].id, dists_path)
-    vgg, weights = _read(vgg_path, entries[0].id), _read(dists_path, entries[1].id)
+    vgg, weights = load_cached(
+        "DISTS", (vgg_id or VGG_ID, dists_id or DISTS_ID), ("vgg16", "dists")
+    )
     return DISTSNet.from_state_dicts(vgg, weights).to(device)
 
 
@@ -211,11 +171,5 @@ def dists(sr: Tensor, hq: Tensor, net: DISTSNet, *, crop_border: int = 0) -> flo
     Both are quantised to 8 bits (``round(255 x) / 255`` after clamping, as PSNR/SSIM/LPIPS do)
     and ``crop_border`` pixels are cut from every side first. Lower is better (0: identical).
     """
-    a, b = (t if t.ndim == 4 else t.unsqueeze(0) for t in (sr, hq))
-    if a.shape != b.shape:
-        raise UsageError(f"DISTS: SR {tuple(a.shape)} and HR {tuple(b.shape)} differ in size")
-    if crop_border:
-        c = crop_border
-        a, b = a[..., c:-c, c:-c], b[..., c:-c, c:-c]
-    a, b = (torch.round(t.float().nan_to_num(0.0).clamp(0, 1) * 255) / 255 for t in (a, b))
+    a, b = prepare_pair(sr, hq, metric="DISTS", crop_border=crop_border)
     return float(net(a, b)[0])

@@ -26,16 +26,13 @@ here: ``realsr models download ID`` fetches them):
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from realsr_cli.errors import UsageError, WeightsError
-
-log = logging.getLogger(__name__)
+from realsr_cli.engine.vgg_metric import load_cached, load_strict, prepare_pair
+from realsr_cli.errors import UsageError
 
 __all__ = ["LIN_ID", "SCALE", "SHIFT", "TAPS", "VGG_ID", "LPIPSNet", "load_lpips", "lpips"]
 
@@ -89,25 +86,10 @@ class LPIPSNet(nn.Module):
         """Build from torchvision VGG-16 tensors (``features.N.*``; other keys, e.g.
         ``classifier.*``, are ignored) and the LPIPS lin tensors (``linK.model.1.weight``), loaded
         strictly: a missing, unexpected or misshaped tensor is a :class:`WeightsError`."""
-        net = cls()
-        wanted = {f"features.{k}" for k in net.features.state_dict()}
-        tensors = {k: v for k, v in vgg.items() if k in wanted}
-        tensors |= {k: v for k, v in lin.items() if not k.startswith("features.")}
-        own = net.state_dict()
-        missing = sorted(set(own) - set(tensors))
-        extra = sorted(set(tensors) - set(own))
-        shapes = [f"{k} {tuple(tensors[k].shape)} != {tuple(own[k].shape)}"
-                  for k in set(own) & set(tensors) if tensors[k].shape != own[k].shape]
-        if missing or extra or shapes:
-            problems = [f"missing {', '.join(missing[:4])}" if missing else "",
-                        f"unexpected {', '.join(extra[:4])}" if extra else "",
-                        "; ".join(sorted(shapes)[:4])]
-            raise WeightsError(
-                "LPIPS weights do not fit LPIPS-VGG: " + "; ".join(p for p in problems if p),
-                hint=f"use torchvision's ImageNet VGG-16 ({VGG_ID}) and LPIPS v0.1's vgg.pth ({LIN_ID})",
-            )
-        net.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
-        return net
+        return load_strict(
+            cls(), vgg, lin, metric="LPIPS",
+            hint=f"use torchvision's ImageNet VGG-16 ({VGG_ID}) and LPIPS v0.1's vgg.pth ({LIN_ID})",
+        )
 
     def _lins(self) -> list[nn.Conv2d]:
         return [getattr(self, f"lin{k}").model[1] for k in range(len(TAPS))]
@@ -134,29 +116,6 @@ class LPIPSNet(nn.Module):
         return total.float()
 
 
-def _read(path: Path, what: str) -> dict[str, Tensor]:
-    """A flat state dict of tensors from ``.pth`` (``torch.load(weights_only=True)``) or
-    ``.safetensors``, on the CPU."""
-    try:
-        if path.suffix.lower() == ".safetensors":
-            from safetensors.torch import load_file
-
-            obj: object = load_file(str(path), device="cpu")
-        else:
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling refused, truncated file, not safetensors ...
-        raise WeightsError(f"{what}: cannot read {path.name} ({exc})",
-                           hint=f"download it again: `realsr models download {what}`") from exc
-    if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise WeightsError(f"{what}: {path.name} is not a flat state dict of tensors")
-    return dict(obj)
-
-
-def _download_hint(entries: list) -> str:
-    cmds = [f"`realsr models download {e.id}{'' if e.sha256 else ' --trust'}`" for e in entries]
-    return "run " + " and ".join(cmds) + " once (online); LPIPS then works offline"
-
-
 def load_lpips(
     *, device: str | torch.device = "cpu", vgg_id: str | None = None, lin_id: str | None = None
 ) -> LPIPSNet:
@@ -167,25 +126,8 @@ def load_lpips(
     Never downloads (scoring never starts a download): a file that is not in the cache is a
     :class:`WeightsError` (exit 3) whose hint names the ``realsr models download`` commands.
     """
-    from realsr_cli.registry import hub
-    from realsr_cli.registry.catalog import load_catalog
-
-    catalog = load_catalog()
-    entries = [catalog.get(name, allow_aux=True) for name in (vgg_id or VGG_ID, lin_id or LIN_ID)]
-    for entry, arch in zip(entries, ("vgg16", "lpips"), strict=True):
-        if not entry.is_aux or entry.arch != arch:
-            raise UsageError(f"{entry.id} is not {arch} weights",
-                             hint=f"LPIPS needs {arch} weights such as {VGG_ID} / {LIN_ID}")
-    missing = [e for e in entries if hub.cached_path(e) is None]
-    if missing:
-        raise WeightsError(
-            f"LPIPS needs weights that are not in the cache: {', '.join(e.id for e in missing)}",
-            hint=_download_hint(missing),
-        )
-    vgg_path, lin_path = (hub.fetch(e, offline=True) for e in entries)  # re-hashed, cache only
-    log.info("LPIPS: %s (%s), %s (%s)", entries[0].id, vgg_path, entries[1].id, lin_path)
-    net = LPIPSNet.from_state_dicts(_read(vgg_path, entries[0].id), _read(lin_path, entries[1].id))
-    return net.to(device)
+    vgg, lin = load_cached("LPIPS", (vgg_id or VGG_ID, lin_id or LIN_ID), ("vgg16", "lpips"))
+    return LPIPSNet.from_state_dicts(vgg, lin).to(device)
 
 
 def lpips(sr: Tensor, hq: Tensor, net: LPIPSNet, *, crop_border: int = 0) -> float:
@@ -194,11 +136,5 @@ def lpips(sr: Tensor, hq: Tensor, net: LPIPSNet, *, crop_border: int = 0) -> flo
     Both are quantised to 8 bits (``round(255 x) / 255`` after clamping, as PSNR/SSIM do) and
     ``crop_border`` pixels are cut from every side first. Lower is better.
     """
-    a, b = (t if t.ndim == 4 else t.unsqueeze(0) for t in (sr, hq))
-    if a.shape != b.shape:
-        raise UsageError(f"LPIPS: SR {tuple(a.shape)} and HR {tuple(b.shape)} differ in size")
-    if crop_border:
-        c = crop_border
-        a, b = a[..., c:-c, c:-c], b[..., c:-c, c:-c]
-    a, b = (torch.round(t.float().nan_to_num(0.0).clamp(0, 1) * 255) / 255 for t in (a, b))
+    a, b = prepare_pair(sr, hq, metric="LPIPS", crop_border=crop_border)
     return float(net(a, b)[0])

@@ -321,8 +321,13 @@ def test_model_form_with_niqe(tmp_path):
     assert res.code == 0 and "NIQE" in res.stderr and res.stdout == b""
 
 
-def test_model_form_with_lpips(tmp_path, monkeypatch):
-    vgg, lin = serve_lpips(tmp_path, monkeypatch)
+@pytest.mark.parametrize("metric", ["lpips", "dists"])
+def test_model_form_with_a_vgg_metric(tmp_path, monkeypatch, metric):
+    serve, module, net_cls = {
+        "lpips": (serve_lpips, lpips, lpips.LPIPSNet),
+        "dists": (serve_dists, dists, dists.DISTSNet),
+    }[metric]
+    vgg, own = serve(tmp_path, monkeypatch)
     torch.manual_seed(0)
     weights = save_weights(tmp_path / "sr.safetensors", arch="femasr", config=TINY_SR,
                            state_dict=FeMaSRNet(TINY_SR).state_dict())
@@ -331,42 +336,20 @@ def test_model_form_with_lpips(tmp_path, monkeypatch):
     _write(tmp_path / "lq" / "x.png", io.resize(px, (32, 40), filter="area"))
     save = tmp_path / "out"
     res = _eval("--weights", weights, "--lq", tmp_path / "lq", "--hq", tmp_path / "hq",
-                "--device", "cpu", "--tile", "0", "--lpips", "--save-dir", save, "--json")
+                "--device", "cpu", "--tile", "0", f"--{metric}", "--save-dir", save, "--json")
     assert res.code == 0, res.stderr
     report = json.loads(res.stdout)
     assert _schemas.validate(report, "eval") == []
-    assert list(report["mean"]) == ["psnr", "ssim", "lpips"]
+    assert list(report["mean"]) == ["psnr", "ssim", metric]
     (item,) = report["images"]
-    assert list(item)[5:] == ["psnr", "ssim", "lpips", "seconds"]
-    net = lpips.LPIPSNet.from_state_dicts(vgg, lin)
-    expected = lpips.lpips(_t(save / "x.png"), _t(tmp_path / "hq" / "x.png"), net, crop_border=2)
-    assert item["lpips"] == pytest.approx(expected, abs=1e-6)
-    assert report["mean"]["lpips"] == item["lpips"]
-
-
-def test_model_form_with_dists(tmp_path, monkeypatch):
-    vgg, weights_ab = serve_dists(tmp_path, monkeypatch)
-    torch.manual_seed(0)
-    weights = save_weights(tmp_path / "sr.safetensors", arch="femasr", config=TINY_SR,
-                           state_dict=FeMaSRNet(TINY_SR).state_dict())
-    px = _pixels(64, 80, 4)
-    _write(tmp_path / "hq" / "x.png", px)
-    _write(tmp_path / "lq" / "x.png", io.resize(px, (32, 40), filter="area"))
-    save = tmp_path / "out"
+    assert list(item)[5:] == ["psnr", "ssim", metric, "seconds"]
+    net = net_cls.from_state_dicts(vgg, own)
+    score = getattr(module, metric)
+    expected = score(_t(save / "x.png"), _t(tmp_path / "hq" / "x.png"), net, crop_border=2)
+    assert item[metric] == pytest.approx(expected, abs=1e-6)
+    assert report["mean"][metric] == item[metric]
+    # human form: the metric's column, 4 digits
     res = _eval("--weights", weights, "--lq", tmp_path / "lq", "--hq", tmp_path / "hq",
-                "--device", "cpu", "--tile", "0", "--dists", "--save-dir", save, "--json")
-    assert res.code == 0, res.stderr
-    report = json.loads(res.stdout)
-    assert _schemas.validate(report, "eval") == []
-    assert list(report["mean"]) == ["psnr", "ssim", "dists"]
-    (item,) = report["images"]
-    assert list(item)[5:] == ["psnr", "ssim", "dists", "seconds"]
-    net = dists.DISTSNet.from_state_dicts(vgg, weights_ab)
-    expected = dists.dists(_t(save / "x.png"), _t(tmp_path / "hq" / "x.png"), net, crop_border=2)
-    assert item["dists"] == pytest.approx(expected, abs=1e-6)
-    assert report["mean"]["dists"] == item["dists"]
-    # human form: the DISTS column
-    res = _eval("--weights", weights, "--lq", tmp_path / "lq", "--hq", tmp_path / "hq",
-                "--device", "cpu", "--tile", "0", "--dists")
-    assert res.code == 0 and "DISTS" in res.stderr and res.stdout == b""
-    assert f"{item['dists']:.4f}" in res.stderr
+                "--device", "cpu", "--tile", "0", f"--{metric}")
+    assert res.code == 0 and metric.upper() in res.stderr and res.stdout == b""
+    assert f"{item[metric]:.4f}" in res.stderr

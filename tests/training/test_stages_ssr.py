@@ -129,11 +129,10 @@ def test_ssr_stage_lowers_the_loss_and_keeps_svkr_frozen():
     assert not any(p.requires_grad for m in frozen for p in m.parameters())
 
 
-def test_v_prediction_regresses_v_and_samples_through_eps(monkeypatch):
-    """``schedule.prediction = "v"``: the loss compares the denoiser with v, not eps; sampling
-    converts the output with eps_from_v (an all-zero v gives eps = sqrt(1 - ab) x_t)."""
-    stage = _stage("ssr", "model.schedule.prediction=v")
-    seen = {}
+def _one_step_target(stage, monkeypatch) -> dict[str, Tensor]:
+    """Train one step recording the regression target of the loss, then rewind the stage
+    generator so the caller can replay that step's draws (degradation, t, noise)."""
+    seen: dict[str, Tensor] = {}
 
     def fake_mse(pred, target):
         seen["target"] = target
@@ -142,7 +141,15 @@ def test_v_prediction_regresses_v_and_samples_through_eps(monkeypatch):
     monkeypatch.setattr("realsr_cli.training.stages.ssr.mse_loss", fake_mse)
     g_state = stage.generator.get_state()
     _train(stage, 1, "total")
-    stage.generator.set_state(g_state)  # replay the draws of that step
+    stage.generator.set_state(g_state)
+    return seen
+
+
+def test_v_prediction_regresses_v_and_samples_through_eps(monkeypatch):
+    """``schedule.prediction = "v"``: the loss compares the denoiser with v, not eps; sampling
+    converts the output with eps_from_v (an all-zero v gives eps = sqrt(1 - ab) x_t)."""
+    stage = _stage("ssr", "model.schedule.prediction=v")
+    seen = _one_step_target(stage, monkeypatch)  # then replays that step's draws
     hq = _hq()["hq"]
     stage.synthesise(hq)
     t = stage.schedule.sample_timesteps(hq.shape[0], generator=stage.generator)
@@ -167,16 +174,7 @@ def test_v_prediction_regresses_v_and_samples_through_eps(monkeypatch):
 
 def test_residual_target_regresses_hr_minus_the_svkr_estimate(monkeypatch):
     stage = _stage("ssr", "model.target=residual", "model.denoiser.concat_sr=true")
-    seen = {}
-
-    def fake_mse(pred, target):
-        seen["target"] = target
-        return (pred - target).pow(2).mean()
-
-    monkeypatch.setattr("realsr_cli.training.stages.ssr.mse_loss", fake_mse)
-    g_state = stage.generator.get_state()
-    _train(stage, 1, "total")
-    stage.generator.set_state(g_state)
+    seen = _one_step_target(stage, monkeypatch)
     hq = _hq()["hq"]
     deg = stage.synthesise(hq)
     t = stage.schedule.sample_timesteps(hq.shape[0], generator=stage.generator)
