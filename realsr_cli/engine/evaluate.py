@@ -23,7 +23,7 @@ import fnmatch
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,14 +43,45 @@ __all__ = [
     "EvalPlan",
     "EvalReport",
     "ImageScore",
+    "LearnedMetric",
     "codebook_match",
     "evaluate",
     "fit_hq",
     "image_tensor",
+    "learned_names",
+    "load_learned",
     "load_prior",
     "pair_folders",
     "score_pair",
 ]
+
+
+#: a learned full-reference metric with its weights loaded: (sr, hr, crop_border) -> score
+LearnedMetric = Callable[[Tensor, Tensor, int], float]
+
+
+def learned_names(lpips_on: bool, dists_on: bool) -> tuple[str, ...]:
+    """The learned metrics asked for, in report order (LPIPS, then DISTS)."""
+    return (("lpips",) if lpips_on else ()) + (("dists",) if dists_on else ())
+
+
+def load_learned(
+    names: tuple[str, ...], device: str | torch.device = "cpu"
+) -> dict[str, LearnedMetric]:
+    """Load the weights of each learned metric in ``names`` once, from the registry cache (never
+    downloads; missing: :class:`WeightsError`, exit 3), and return its scorer by name."""
+    return {name: _bind(_LEARNED[name][1], _LEARNED[name][0](device=device)) for name in names}
+
+
+#: name -> (loader of the network, score function(sr, hr, net, crop_border=))
+_LEARNED: dict[str, tuple[Callable[..., Any], Callable[..., float]]] = {
+    "lpips": (lpips.load_lpips, lpips.lpips),
+    "dists": (dists.load_dists, dists.dists),
+}
+
+
+def _bind(score: Callable[..., float], net: Any) -> LearnedMetric:
+    return lambda sr, hr, crop: score(sr, hr, net, crop_border=crop)
 
 
 @dataclass(frozen=True)
@@ -85,6 +116,11 @@ class EvalOptions:
     lpips: bool = False
     dists: bool = False
 
+    @property
+    def learned(self) -> tuple[str, ...]:
+        """The learned metrics asked for (:func:`learned_names`)."""
+        return learned_names(self.lpips, self.dists)
+
 
 def _finite(x: float) -> float | None:
     """JSON has no infinity: identical images (PSNR inf) are reported as null."""
@@ -103,8 +139,7 @@ class ImageScore:
     output: str | None = None
     seconds: float = 0.0
     niqe: float | None = None
-    lpips: float | None = None
-    dists: float | None = None
+    learned: dict[str, float] = field(default_factory=dict)  # lpips / dists, when scored
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -116,10 +151,7 @@ class ImageScore:
             "psnr": _finite(self.psnr),
             "ssim": self.ssim,
         }
-        if self.lpips is not None:
-            out["lpips"] = self.lpips
-        if self.dists is not None:
-            out["dists"] = self.dists
+        out |= self.learned
         if self.niqe is not None:
             out["niqe"] = self.niqe
         if self.codebook is not None:
@@ -138,8 +170,7 @@ class EvalReport:
     hr_prior: str | None = None
     top_k: tuple[int, ...] = ()
     niqe: bool = False
-    lpips: bool = False
-    dists: bool = False
+    learned: tuple[str, ...] = ()
     images: list[ImageScore] = field(default_factory=list)
     missing: list[tuple[str, str]] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
@@ -156,10 +187,8 @@ class EvalReport:
             "psnr": sum(s.psnr for s in self.images) / n,
             "ssim": sum(s.ssim for s in self.images) / n,
         }
-        if self.lpips:
-            out["lpips"] = sum(s.lpips or 0.0 for s in self.images) / n
-        if self.dists:
-            out["dists"] = sum(s.dists or 0.0 for s in self.images) / n
+        for name in self.learned:
+            out[name] = sum(s.learned.get(name, 0.0) for s in self.images) / n
         if self.niqe:
             out["niqe"] = sum(s.niqe or 0.0 for s in self.images) / n
         scored = [s.codebook for s in self.images if s.codebook is not None]
@@ -343,12 +372,11 @@ def score_pair(
     *,
     prior: api.LoadedModel | None = None,
     progress: api.Progress | None = None,
-    lpips_net: lpips.LPIPSNet | None = None,
-    dists_net: dists.DISTSNet | None = None,
+    learned: Mapping[str, LearnedMetric] | None = None,
 ) -> ImageScore:
     """Upscale ``pair.lq`` (engine path, with tiling), score it against ``pair.hq``
-    (``lpips_net`` / ``dists_net``: the loaded LPIPS / DISTS for ``options.lpips`` /
-    ``options.dists``; loaded here when None)."""
+    (``learned``: the scorers of ``options.learned`` from :func:`load_learned`; loaded here when
+    None)."""
     t0 = time.perf_counter()
     lq_img = io.read_image(pair.lq, max_pixels=options.upscale.max_pixels)
     hq_img = io.read_image(pair.hq, max_pixels=options.upscale.max_pixels)
@@ -365,12 +393,9 @@ def score_pair(
         psnr=metrics.psnr(sr, hq, crop_border=crop, y_channel=options.y_channel),
         ssim=metrics.ssim(sr, hq, crop_border=crop, y_channel=options.y_channel),
     )
-    if options.lpips:
-        net = lpips_net if lpips_net is not None else lpips.load_lpips(device=model.device)
-        score.lpips = lpips.lpips(sr, hq, net, crop_border=crop)
-    if options.dists:
-        dnet = dists_net if dists_net is not None else dists.load_dists(device=model.device)
-        score.dists = dists.dists(sr, hq, dnet, crop_border=crop)
+    if learned is None:
+        learned = load_learned(options.learned, model.device)
+    score.learned = {name: metric(sr, hq, crop) for name, metric in learned.items()}
     if options.niqe:
         score.niqe = niqe.niqe(sr, crop_border=crop)
     if prior is not None:
@@ -424,8 +449,7 @@ def evaluate(
     """
     if prior is not None:
         _check_top_k(model, prior, options.top_k)
-    lpips_net = lpips.load_lpips(device=model.device) if options.lpips else None
-    dists_net = dists.load_dists(device=model.device) if options.dists else None
+    learned = load_learned(options.learned, model.device)
     t0 = time.perf_counter()
     crop = model.scale if options.crop_border is None else options.crop_border
     report = EvalReport(
@@ -437,15 +461,13 @@ def evaluate(
         hr_prior=(hr_prior or prior.weights_path) if prior is not None else None,
         top_k=tuple(sorted(set(options.top_k))),
         niqe=options.niqe,
-        lpips=options.lpips,
-        dists=options.dists,
+        learned=options.learned,
         missing=list(plan.missing),
     )
     report.images, report.failed = score_each(
         plan.pairs,
         lambda pair: score_pair(
-            model, pair, options, prior=prior, progress=progress, lpips_net=lpips_net,
-            dists_net=dists_net,
+            model, pair, options, prior=prior, progress=progress, learned=learned
         ),
         on_done,
     )

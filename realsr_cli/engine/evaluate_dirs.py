@@ -23,13 +23,20 @@ import fnmatch
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from realsr_cli.engine import dists, io, lpips, metrics, niqe
-from realsr_cli.engine.evaluate import fit_hq, image_tensor, score_each
+from realsr_cli.engine import io, metrics, niqe
+from realsr_cli.engine.evaluate import (
+    LearnedMetric,
+    fit_hq,
+    image_tensor,
+    learned_names,
+    load_learned,
+    score_each,
+)
 from realsr_cli.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -146,15 +153,19 @@ class DirEvalOptions:
         return self.crop_border if self.crop_border is not None else (self.scale or 0)
 
     @property
+    def learned(self) -> tuple[str, ...]:
+        """The learned metrics asked for (LPIPS, DISTS: :func:`evaluate.learned_names`)."""
+        return learned_names(self.lpips, self.dists)
+
+    @property
     def metrics(self) -> list[str]:
-        full = (["psnr", "ssim"] if self.reference else []) + (["lpips"] if self.lpips else [])
-        full += ["dists"] if self.dists else []
-        return full + (["niqe"] if self.niqe else [])
+        reference = ["psnr", "ssim"] if self.reference else []
+        return reference + list(self.learned) + (["niqe"] if self.niqe else [])
 
     @property
     def needs_hr(self) -> bool:
         """Whether a metric compares with a reference (PSNR/SSIM, LPIPS, DISTS)."""
-        return self.reference or self.lpips or self.dists
+        return self.reference or bool(self.learned)
 
 
 def _finite(x: float) -> float | None:
@@ -223,12 +234,10 @@ def score_image(
     pair: DirPair,
     options: DirEvalOptions = DirEvalOptions(),
     *,
-    lpips_net: lpips.LPIPSNet | None = None,
-    dists_net: dists.DISTSNet | None = None,
+    learned: Mapping[str, LearnedMetric] | None = None,
 ) -> DirScore:
-    """Read ``pair.sr`` (and ``pair.hr``) and score it with ``options.metrics``. ``lpips_net``:
-    the loaded LPIPS (:func:`lpips.load_lpips`; loaded here when None and ``options.lpips``);
-    ``dists_net`` likewise for DISTS (:func:`dists.load_dists`)."""
+    """Read ``pair.sr`` (and ``pair.hr``) and score it with ``options.metrics``. ``learned``:
+    the scorers of ``options.learned`` (:func:`evaluate.load_learned`; loaded here when None)."""
     t0 = time.perf_counter()
     sr_img = io.read_image(pair.sr, max_pixels=options.max_pixels)
     sr = image_tensor(sr_img.pixels)
@@ -245,12 +254,9 @@ def score_image(
         if options.reference:
             score.scores["psnr"] = metrics.psnr(sr, hr, crop_border=crop)
             score.scores["ssim"] = metrics.ssim(sr, hr, crop_border=crop)
-        if options.lpips:
-            net = lpips_net if lpips_net is not None else lpips.load_lpips()
-            score.scores["lpips"] = lpips.lpips(sr, hr, net, crop_border=crop)
-        if options.dists:
-            dnet = dists_net if dists_net is not None else dists.load_dists()
-            score.scores["dists"] = dists.dists(sr, hr, dnet, crop_border=crop)
+        if learned is None:
+            learned = load_learned(options.learned)
+        score.scores |= {name: metric(sr, hr, crop) for name, metric in learned.items()}
     if options.niqe:
         score.scores["niqe"] = niqe.niqe(sr, crop_border=crop)
     score.seconds = time.perf_counter() - t0
@@ -264,25 +270,21 @@ def evaluate_dirs(
     sr_dir: str | Path,
     hr_dir: str | Path | None = None,
     on_done: Callable[[DirPair, DirScore | None, str | None], None] | None = None,
-    lpips_net: lpips.LPIPSNet | None = None,
-    dists_net: dists.DISTSNet | None = None,
+    learned: Mapping[str, LearnedMetric] | None = None,
 ) -> DirReport:
     """Score every pair of ``plan``; a failing image is recorded and scoring goes on.
 
     With ``options.lpips`` / ``options.dists`` the LPIPS / DISTS weights are loaded once, before
-    any image (``lpips_net`` / ``dists_net`` given: that one): weights missing from the cache stop
-    the run (:class:`WeightsError`, exit 3) instead of failing every image."""
+    any image (``learned`` given: those scorers): weights missing from the cache stop the run
+    (:class:`WeightsError`, exit 3) instead of failing every image."""
     if not options.metrics:
         raise UsageError("no metric to compute",
                          hint="give HR_DIR (PSNR/SSIM/LPIPS/DISTS) and/or --niqe")
-    for name, on in (("LPIPS", options.lpips), ("DISTS", options.dists)):
-        if on and hr_dir is None:
-            raise UsageError(f"{name} compares with a reference: it needs HR_DIR",
-                             hint="give HR_DIR")
-    if options.lpips and lpips_net is None:
-        lpips_net = lpips.load_lpips()
-    if options.dists and dists_net is None:
-        dists_net = dists.load_dists()
+    if options.learned and hr_dir is None:
+        raise UsageError(f"{options.learned[0].upper()} compares with a reference: it needs HR_DIR",
+                         hint="give HR_DIR")
+    if learned is None:
+        learned = load_learned(options.learned)
     t0 = time.perf_counter()
     report = DirReport(
         sr_dir=str(sr_dir),
@@ -295,7 +297,7 @@ def evaluate_dirs(
     )
     report.images, report.failed = score_each(
         plan.pairs,
-        lambda pair: score_image(pair, options, lpips_net=lpips_net, dists_net=dists_net),
+        lambda pair: score_image(pair, options, learned=learned),
         on_done,
     )
     report.seconds = time.perf_counter() - t0
