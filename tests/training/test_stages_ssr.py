@@ -130,15 +130,24 @@ def test_ssr_stage_lowers_the_loss_and_keeps_svkr_frozen():
 
 
 def _one_step_target(stage, monkeypatch) -> dict[str, Tensor]:
-    """Train one step recording the regression target of the loss, then rewind the stage
-    generator so the caller can replay that step's draws (degradation, t, noise)."""
+    """Train one step recording the regression target of the loss and the denoiser's inputs
+    (``x_t`` and ``sr``), then rewind the stage generator so the caller can replay that step's
+    draws (degradation, t, noise)."""
     seen: dict[str, Tensor] = {}
 
     def fake_mse(pred, target):
         seen["target"] = target
         return (pred - target).pow(2).mean()
 
+    net = stage.nets["denoiser"]
+    forward = net.forward
+
+    def recording_forward(x_t, t, lq, depth, kernels, sr=None):
+        seen["x_t"], seen["sr"] = x_t.detach().clone(), sr
+        return forward(x_t, t, lq, depth, kernels, sr)
+
     monkeypatch.setattr("realsr_cli.training.stages.ssr.mse_loss", fake_mse)
+    monkeypatch.setattr(net, "forward", recording_forward)
     g_state = stage.generator.get_state()
     _train(stage, 1, "total")
     stage.generator.set_state(g_state)
@@ -184,13 +193,11 @@ def test_residual_target_regresses_hr_minus_the_svkr_estimate(monkeypatch):
     x0 = hq * 2 - 1 - sr
     a = stage.schedule.alphas_cumprod[t].float().view(-1, 1, 1, 1)
     x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
-    # eps-prediction: the target is the noise; x_t was built from the residual (checked through
-    # the network input: the same call reproduces the logged loss)
+    # eps-prediction: the target is the noise; the denoiser saw x_t built from the residual and
+    # the SVKR estimate itself (concat_sr)
     torch.testing.assert_close(seen["target"], noise)
-    with torch.no_grad():
-        pred, _ = stage.nets["denoiser"](x_t, t, deg.lq * 2 - 1, stage.model.svkr(deg.lq).depth,
-                                         stage.model.svkr(deg.lq).kernels, sr)
-    assert pred.shape == hq.shape
+    torch.testing.assert_close(seen["x_t"], x_t)
+    torch.testing.assert_close(seen["sr"], sr)
 
 
 def test_generator_state_makes_resume_exact():

@@ -138,6 +138,15 @@ class SSRNet(nn.Module):
             keep_estimates=keep_estimates,
         )
 
+    def svkr_for_denoiser(self, lq: Tensor) -> tuple[SVKRResult, Tensor | None]:
+        """SVKR on lq (B,3,h,w) in [0,1] plus what the denoiser takes from it besides D_T, K_T:
+        the estimate I_T on the [-1,1] scale when the config uses it (``target = "residual"`` or
+        ``concat_sr``: one more NBSR call), else None."""
+        if not self.config.uses_sr_estimate:
+            return self.svkr(lq), None
+        est = self.svkr(lq, keep_estimates=True)
+        return est, est.estimates[-1] * 2 - 1
+
     def make_schedule(self, steps: int | None = None) -> DDPMSchedule:
         """A fresh schedule from ``config.schedule`` with ``steps`` DDIM steps (default: config)."""
         s = self.config.schedule
@@ -165,10 +174,9 @@ class SSRNet(nn.Module):
     def condition(self, lq: Tensor) -> SSRCondition:
         """Pad lq (B,3,H,W) in [0,1], run SVKR and the modality encoders -> :class:`SSRCondition`."""
         lq_pad = pad_to_multiple(lq, self.config.size_multiple)
-        est = self.svkr(lq_pad, keep_estimates=self.config.uses_sr_estimate)
+        est, sr = self.svkr_for_denoiser(lq_pad)
         lq_pm1 = lq_pad * 2 - 1
         feats = self.denoiser.encode(lq_pm1, est.depth, est.kernels)
-        sr = est.estimates[-1] * 2 - 1 if self.config.uses_sr_estimate else None
         return SSRCondition(
             lq=lq_pm1, depth=est.depth, kernels=est.kernels, features=feats, sr=sr
         )

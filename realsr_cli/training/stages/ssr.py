@@ -567,8 +567,7 @@ class SSRStage(_SSRStageBase):
         deg = self.synthesise(hq)
         model_cfg = self.config.model
         with torch.no_grad():  # SVKR on frozen parts, float32 (as at inference)
-            est = self.model.svkr(deg.lq, keep_estimates=model_cfg.uses_sr_estimate)
-        sr = est.estimates[-1] * 2 - 1 if model_cfg.uses_sr_estimate else None
+            est, sr = self.model.svkr_for_denoiser(deg.lq)
         b = hq.shape[0]
         t = self.schedule.sample_timesteps(b, generator=self.generator).to(hq.device)
         noise = randn(hq.shape, generator=self.generator, device=hq.device)
