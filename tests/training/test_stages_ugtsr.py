@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -320,3 +321,44 @@ def test_stage2_tune_decoder_trains_the_decoder_and_keeps_the_codebook(hrp_path,
     untouched = {k: v for k, v in hrp.items() if not k.startswith(decoder)}
     assert untouched and any("codebook" in k or "quantize" in k for k in untouched)
     assert_equal_states({k: export.state_dict[k] for k in untouched}, untouched)
+
+
+def test_stage2_init_weights_starts_the_whole_network_from_a_stage2_export(
+    stage2_run, stage1_run, hrp_path, tmp_path, caplog
+):
+    """``inputs.init_weights``: every tensor of ``g`` (encoder, fusion, Align-Attention and the
+    tuned decoder) comes from the stage-II file, not from stage I; the frozen stage-I network and
+    the HRP that encodes z_gt are unchanged; a file of another shape is refused by name."""
+    src_path = stage2_run[4]
+    src = load_weights(src_path)[2]
+    with torch.no_grad():  # make the file's decoder differ from the HRP's, as a tuned one does
+        for name, p in src.named_parameters():
+            if name.startswith("decoder_group."):
+                p.add_(0.01)
+    tuned = save(src, "ugtsr", tmp_path / "tuned.safetensors")
+    base = (f"inputs.hrp_weights='{hrp_path}'", f"inputs.uncertainty_weights='{stage1_run[4]}'")
+    torch.manual_seed(5)
+    stage = UGTSRStage(tiny("ugtsr", *base, f"inputs.init_weights='{tuned}'",
+                            "inputs.tune_decoder=true"), CPU)
+    stage.load_inputs()
+    assert_equal_states(clone_state(stage.net("g")), clone_state(src))
+    assert_equal_states(clone_state(stage.uncertainty), stage1_run[3].state_dict)
+    hrp = load_weights(hrp_path)[2]
+    assert_equal_states(prior_state(stage._prior()), prior_state(hrp))
+    assert not torch.equal(next(stage.net("g").decoder_group.parameters()),
+                           next(hrp.decoder_group.parameters()))
+    # with the decoder frozen, a file whose prior is not the HRP's still loads, with a warning
+    frozen = UGTSRStage(tiny("ugtsr", *base, f"inputs.init_weights='{tuned}'"), CPU)
+    with caplog.at_level(logging.WARNING):
+        frozen.load_inputs()
+    assert "another prior than inputs.hrp_weights" in caplog.text
+    assert_equal_states(clone_state(frozen.net("g")), clone_state(src))
+    # another shape (top_k 1 instead of 3): refused, naming what must match
+    other = UGTSRStage(tiny("ugtsr", *base, f"inputs.init_weights='{tuned}'", "top_k=1"), CPU)
+    with pytest.raises(WeightsError, match="stage-II network of this run's shape") as err:
+        other.load_inputs()
+    assert "top_k" in err.value.hint
+    # a stage-I file (uncertainty head) is not a stage-II network either
+    bad = UGTSRStage(tiny("ugtsr", *base, f"inputs.init_weights='{stage1_run[4]}'"), CPU)
+    with pytest.raises(WeightsError, match="stage-II network"):
+        bad.load_inputs()

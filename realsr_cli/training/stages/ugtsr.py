@@ -175,10 +175,16 @@ class UGTSRInputsConfig(HRPInputsConfig):
             Required unless ``allow_random_uncertainty``.
         allow_random_uncertainty: use a randomly initialised stage-I network instead (tests and
             smoke runs only); a set ``uncertainty_weights`` always wins.
+        init_weights: optional ``ugtsr`` stage-II export (safetensors) of the same network:
+            the whole SR network, prior included, starts from it instead of the stage-I encoder,
+            so a run can fine-tune a trained model under other losses (a GAN run from an
+            L1-trained model, as Real-ESRGAN starts from Real-ESRNet). Not in the paper. The
+            frozen HRP (``hrp_weights``) still encodes z_gt; the stage-I network still gives theta.
     """
 
     uncertainty_weights: str = ""
     allow_random_uncertainty: bool = False
+    init_weights: str = ""
 
     def require(self, stage: str) -> None:
         """Raise :class:`ConfigError` when the HRP or the stage-I network is not configured."""
@@ -390,6 +396,27 @@ class UGTSRStage(_UGTSRStage):
             net = freeze(UGTSRNet(UGTSRConfig.stage1(model)).to(self.device))
             copy_prior(self._prior(), net)
         self.uncertainty = net
+        if self.config.inputs.init_weights:
+            self._init_whole(self.config.inputs.init_weights)
+
+    def _init_whole(self, path: str) -> None:
+        """Load a stage-II network of this config into ``g`` strictly (``inputs.init_weights``)."""
+        from realsr_cli.registry.loader import load_weights
+
+        spec, config, net = load_weights(path)
+        name = Path(path).name
+        if spec.name != ARCH or config != self.config.net_config:
+            raise WeightsError(
+                f"{name} is not a UGTSR stage-II network of this run's shape (arch {spec.name!r})",
+                hint="inputs.init_weights takes a `ugtsr` export trained with the same [model], "
+                "top_k, fusion_* and align_* settings",
+            )
+        g = self.net("g")
+        if not self.config.inputs.tune_decoder and not _same_prior(net, g):
+            log.warning("%s has another prior than inputs.hrp_weights; its prior is used (frozen)",
+                        name)
+        g.load_state_dict(net.state_dict(), strict=True)
+        log.info("initialised the whole SR network from %s", name)
 
     def frozen(self) -> Iterator[nn.Module]:
         extra = [] if self.uncertainty is None else [self.uncertainty]
