@@ -44,8 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from realsr_cli.engine.vgg_metric import load_cached, load_strict, prepare_pair
-from realsr_cli.errors import UsageError
+from realsr_cli.engine.vgg_metric import check_inputs, load_cached, load_strict, prepare_pair
 
 __all__ = [
     "CHANNELS", "DISTS_ID", "MEAN", "STD", "TAPS", "VGG_ID", "DISTSNet", "L2Pool", "dists",
@@ -129,11 +128,7 @@ class DISTSNet(nn.Module):
 
     @torch.inference_mode()
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
-        if x.shape != y.shape or x.ndim != 4 or x.shape[1] != 3:
-            raise UsageError(f"DISTS needs two (B,3,H,W) images of one size, got {tuple(x.shape)} "
-                             f"and {tuple(y.shape)}")
-        if min(x.shape[-2:]) < 16:
-            raise UsageError(f"DISTS needs at least 16x16 pixels, got {x.shape[-1]}x{x.shape[-2]}")
+        check_inputs(x, y, metric="DISTS")
         total_weight = self.alpha.sum() + self.beta.sum()
         alphas = torch.split(self.alpha.flatten() / total_weight, CHANNELS)
         betas = torch.split(self.beta.flatten() / total_weight, CHANNELS)

@@ -31,8 +31,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from realsr_cli.engine.vgg_metric import load_cached, load_strict, prepare_pair
-from realsr_cli.errors import UsageError
+from realsr_cli.engine.vgg_metric import check_inputs, load_cached, load_strict, prepare_pair
 
 __all__ = ["LIN_ID", "SCALE", "SHIFT", "TAPS", "VGG_ID", "LPIPSNet", "load_lpips", "lpips"]
 
@@ -96,11 +95,7 @@ class LPIPSNet(nn.Module):
 
     @torch.inference_mode()
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
-        if x.shape != y.shape or x.ndim != 4 or x.shape[1] != 3:
-            raise UsageError(f"LPIPS needs two (B,3,H,W) images of one size, got {tuple(x.shape)} "
-                             f"and {tuple(y.shape)}")
-        if min(x.shape[-2:]) < 16:
-            raise UsageError(f"LPIPS needs at least 16x16 pixels, got {x.shape[-1]}x{x.shape[-2]}")
+        check_inputs(x, y, metric="LPIPS")
         p = next(self.parameters())
         h = torch.cat([x, y]).to(p.device, p.dtype)
         h = (h * 2 - 1 - self.shift) / self.scale

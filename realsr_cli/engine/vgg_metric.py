@@ -99,6 +99,16 @@ def load_cached(
     return [read_state_dict(p, e.id) for e, p in zip(entries, paths, strict=True)]
 
 
+def check_inputs(x: Tensor, y: Tensor, *, metric: str) -> None:
+    """Raise :class:`UsageError` unless ``x`` and ``y`` are (B,3,H,W) of one size, at least 16x16
+    (the VGG-16 taps' smallest useful input): what the metric nets' ``forward`` accepts."""
+    if x.shape != y.shape or x.ndim != 4 or x.shape[1] != 3:
+        raise UsageError(f"{metric} needs two (B,3,H,W) images of one size, got {tuple(x.shape)} "
+                         f"and {tuple(y.shape)}")
+    if min(x.shape[-2:]) < 16:
+        raise UsageError(f"{metric} needs at least 16x16 pixels, got {x.shape[-1]}x{x.shape[-2]}")
+
+
 def prepare_pair(sr: Tensor, hq: Tensor, *, metric: str, crop_border: int = 0) -> tuple[Tensor, Tensor]:
     """``sr``, ``hq``: (1,3,H,W) or (3,H,W) float in [0,1], same size -> both (1,3,H',W'), with
     ``crop_border`` pixels cut from every side and quantised to 8 bits (``round(255 x) / 255``
