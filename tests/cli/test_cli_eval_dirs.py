@@ -203,62 +203,52 @@ def test_usage_errors(dirs, tmp_path):
         assert res.stdout == b""
 
 
-def test_lpips_per_image_and_mean(dirs, tmp_path, monkeypatch):
+#: per learned metric: its flag name, the test-weights server, the net from the served tensors,
+#: the scoring function, the open bounds of a value, and the two cache ids it needs
+LEARNED = {
+    "lpips": (serve_lpips, lpips.LPIPSNet.from_state_dicts, lpips.lpips, (0, math.inf),
+              (VGG_TEST_ID, LIN_TEST_ID)),
+    "dists": (serve_dists, dists.DISTSNet.from_state_dicts, dists.dists, (0, 1),
+              (DISTS_VGG_TEST_ID, DISTS_TEST_ID)),
+}
+
+
+@pytest.mark.parametrize("metric", LEARNED)
+def test_learned_metric_per_image_and_mean(metric, dirs, tmp_path, monkeypatch):
     sr, hr = dirs
-    vgg, lin = serve_lpips(tmp_path, monkeypatch)
-    net = lpips.LPIPSNet.from_state_dicts(vgg, lin)
-    res = _eval(sr, hr, "-r", "--scale", "2", "--lpips", "--offline", "--json")
+    serve, build, score, (low, high), _ = LEARNED[metric]
+    net = build(*serve(tmp_path, monkeypatch))
+    res = _eval(sr, hr, "-r", "--scale", "2", f"--{metric}", "--offline", "--json")
     assert res.code == 0, res.stderr
     report = json.loads(res.stdout)
     assert report["schema"] == "realsr.eval.dirs/1" and _schemas.validate(report, "eval.dirs") == []
-    assert report["metrics"] == ["psnr", "ssim", "lpips"] and report["count"] == 2
+    assert report["metrics"] == ["psnr", "ssim", metric] and report["count"] == 2
     for item in report["images"]:
-        assert list(item) == ["name", "sr", "hr", "size", "psnr", "ssim", "lpips", "seconds"]
+        assert list(item) == ["name", "sr", "hr", "size", "psnr", "ssim", metric, "seconds"]
         a, b = _t(sr / item["name"]), _t(hr / item["name"])
-        assert item["lpips"] == lpips.lpips(a, b, net, crop_border=2) and item["lpips"] > 0
-    assert list(report["mean"]) == ["psnr", "ssim", "lpips"]
-    assert report["mean"]["lpips"] == pytest.approx(np.mean([i["lpips"] for i in report["images"]]))
-    # human form: an LPIPS column with 4 digits, per image and mean
-    res = _eval(sr, hr, "-r", "--scale", "2", "--lpips")
+        assert item[metric] == score(a, b, net, crop_border=2) and low < item[metric] < high
+    assert list(report["mean"]) == ["psnr", "ssim", metric]
+    assert report["mean"][metric] == pytest.approx(np.mean([i[metric] for i in report["images"]]))
+    # human form: a column with 4 digits, per image and mean
+    res = _eval(sr, hr, "-r", "--scale", "2", f"--{metric}")
     assert res.code == 0 and res.stdout == b"", res.stderr
-    assert "LPIPS" in res.stderr
-    assert f"{report['images'][0]['lpips']:.4f}" in res.stderr
-    assert f"{report['mean']['lpips']:.4f}" in res.stderr
+    assert metric.upper() in res.stderr
+    assert f"{report['images'][0][metric]:.4f}" in res.stderr
+    assert f"{report['mean'][metric]:.4f}" in res.stderr
 
 
-def test_lpips_without_its_weights_exits_3(dirs, tmp_path, monkeypatch):
+@pytest.mark.parametrize("metric", LEARNED)
+def test_learned_metric_without_its_weights_exits_3(metric, dirs, tmp_path, monkeypatch):
     sr, hr = dirs
-    serve_lpips(tmp_path, monkeypatch, download=False)  # known to the catalog, not downloaded
-    res = _eval(sr, hr, "--scale", "2", "--lpips", "--json")
+    serve, *_, ids = LEARNED[metric]
+    serve(tmp_path, monkeypatch, download=False)  # known to the catalog, not downloaded
+    res = _eval(sr, hr, "--scale", "2", f"--{metric}", "--json")
     assert res.code == 3, res.stderr
     assert res.stdout == b""  # never skipped silently, no half report
-    assert f"not in the cache: {VGG_TEST_ID}, {LIN_TEST_ID}" in res.stderr
-    for entry_id in (VGG_TEST_ID, LIN_TEST_ID):
+    assert f"not in the cache: {ids[0]}, {ids[1]}" in res.stderr
+    for entry_id in ids:
         assert f"realsr models download {entry_id}" in res.stderr
     assert not (tmp_path / "realsr-cache" / "downloads").exists()
-
-
-def test_dists_per_image_and_mean(dirs, tmp_path, monkeypatch):
-    sr, hr = dirs
-    vgg, weights = serve_dists(tmp_path, monkeypatch)
-    net = dists.DISTSNet.from_state_dicts(vgg, weights)
-    res = _eval(sr, hr, "-r", "--scale", "2", "--dists", "--offline", "--json")
-    assert res.code == 0, res.stderr
-    report = json.loads(res.stdout)
-    assert report["schema"] == "realsr.eval.dirs/1" and _schemas.validate(report, "eval.dirs") == []
-    assert report["metrics"] == ["psnr", "ssim", "dists"] and report["count"] == 2
-    for item in report["images"]:
-        assert list(item) == ["name", "sr", "hr", "size", "psnr", "ssim", "dists", "seconds"]
-        a, b = _t(sr / item["name"]), _t(hr / item["name"])
-        assert item["dists"] == dists.dists(a, b, net, crop_border=2) and 0 < item["dists"] < 1
-    assert list(report["mean"]) == ["psnr", "ssim", "dists"]
-    assert report["mean"]["dists"] == pytest.approx(np.mean([i["dists"] for i in report["images"]]))
-    # human form: a DISTS column with 4 digits, per image and mean
-    res = _eval(sr, hr, "-r", "--scale", "2", "--dists")
-    assert res.code == 0 and res.stdout == b"", res.stderr
-    assert "DISTS" in res.stderr
-    assert f"{report['images'][0]['dists']:.4f}" in res.stderr
-    assert f"{report['mean']['dists']:.4f}" in res.stderr
 
 
 def test_lpips_and_dists_together(dirs, tmp_path, monkeypatch):
@@ -273,18 +263,6 @@ def test_lpips_and_dists_together(dirs, tmp_path, monkeypatch):
     assert list(report["mean"]) == report["metrics"]
     (item,) = report["images"]
     assert list(item)[4:] == ["psnr", "ssim", "lpips", "dists", "niqe", "seconds"]
-
-
-def test_dists_without_its_weights_exits_3(dirs, tmp_path, monkeypatch):
-    sr, hr = dirs
-    serve_dists(tmp_path, monkeypatch, download=False)  # known to the catalog, not downloaded
-    res = _eval(sr, hr, "--scale", "2", "--dists", "--json")
-    assert res.code == 3, res.stderr
-    assert res.stdout == b""  # never skipped silently, no half report
-    assert f"not in the cache: {DISTS_VGG_TEST_ID}, {DISTS_TEST_ID}" in res.stderr
-    for entry_id in (DISTS_VGG_TEST_ID, DISTS_TEST_ID):
-        assert f"realsr models download {entry_id}" in res.stderr
-    assert not (tmp_path / "realsr-cache" / "downloads").exists()
 
 
 # ----------------------------------------------------------------------------- model form
