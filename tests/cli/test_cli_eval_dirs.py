@@ -270,13 +270,19 @@ TINY_SR = FeMaSRConfig(scale=2, swin_dim=32, swin_heads=4, swin_depth=1, swin_bl
                        channels=(32, 32, 32), gt_resolution=64, codebook_size=16, codebook_dim=8)
 
 
-def test_model_form_with_niqe(tmp_path):
+def _model_form_files(tmp_path: Path, height: int, width: int, seed: int) -> Path:
+    """A seeded random tiny x2 FeMaSR file, HQ/x.png (height x width) and its area x1/2 LQ/x.png."""
     torch.manual_seed(0)
     weights = save_weights(tmp_path / "sr.safetensors", arch="femasr", config=TINY_SR,
                            state_dict=FeMaSRNet(TINY_SR).state_dict())
-    px = _pixels(104, 200, 3)
+    px = _pixels(height, width, seed)
     _write(tmp_path / "hq" / "x.png", px)
-    _write(tmp_path / "lq" / "x.png", io.resize(px, (52, 100), filter="area"))
+    _write(tmp_path / "lq" / "x.png", io.resize(px, (height // 2, width // 2), filter="area"))
+    return weights
+
+
+def test_model_form_with_niqe(tmp_path):
+    weights = _model_form_files(tmp_path, 104, 200, 3)
     save = tmp_path / "out"
     res = _eval("--weights", weights, "--lq", tmp_path / "lq", "--hq", tmp_path / "hq",
                 "--device", "cpu", "--tile", "0", "--niqe", "--save-dir", save, "--json")
@@ -299,19 +305,11 @@ def test_model_form_with_niqe(tmp_path):
     assert res.code == 0 and "NIQE" in res.stderr and res.stdout == b""
 
 
-@pytest.mark.parametrize("metric", ["lpips", "dists"])
+@pytest.mark.parametrize("metric", LEARNED)
 def test_model_form_with_a_vgg_metric(tmp_path, monkeypatch, metric):
-    serve, module, net_cls = {
-        "lpips": (serve_lpips, lpips, lpips.LPIPSNet),
-        "dists": (serve_dists, dists, dists.DISTSNet),
-    }[metric]
-    vgg, own = serve(tmp_path, monkeypatch)
-    torch.manual_seed(0)
-    weights = save_weights(tmp_path / "sr.safetensors", arch="femasr", config=TINY_SR,
-                           state_dict=FeMaSRNet(TINY_SR).state_dict())
-    px = _pixels(64, 80, 4)
-    _write(tmp_path / "hq" / "x.png", px)
-    _write(tmp_path / "lq" / "x.png", io.resize(px, (32, 40), filter="area"))
+    serve, build, score, *_ = LEARNED[metric]
+    served = serve(tmp_path, monkeypatch)
+    weights = _model_form_files(tmp_path, 64, 80, 4)
     save = tmp_path / "out"
     res = _eval("--weights", weights, "--lq", tmp_path / "lq", "--hq", tmp_path / "hq",
                 "--device", "cpu", "--tile", "0", f"--{metric}", "--save-dir", save, "--json")
@@ -321,8 +319,7 @@ def test_model_form_with_a_vgg_metric(tmp_path, monkeypatch, metric):
     assert list(report["mean"]) == ["psnr", "ssim", metric]
     (item,) = report["images"]
     assert list(item)[5:] == ["psnr", "ssim", metric, "seconds"]
-    net = net_cls.from_state_dicts(vgg, own)
-    score = getattr(module, metric)
+    net = build(*served)
     expected = score(_t(save / "x.png"), _t(tmp_path / "hq" / "x.png"), net, crop_border=2)
     assert item[metric] == pytest.approx(expected, abs=1e-6)
     assert report["mean"][metric] == item[metric]
