@@ -1,22 +1,24 @@
-"""Quality of a model vs bicubic on degraded benchmark sets, side by side, through the CLI.
+"""Quality of models vs bicubic on degraded benchmark sets, side by side, through the CLI.
 
-For each paired set (default Set5, Set14, BSD68 from ../shared/data):
+For each pipeline (default: bicubic, mild, realesrgan) and each paired set (default Set5, Set14,
+BSD68 from ../shared/data):
 
-1. ``realsr degrade HR OUT/SET/lr --pipeline realesrgan --scale 4 --seed S`` (fixed seeds: the
-   same LR images on every machine; HR sides are cropped to a multiple of 4 first);
+1. ``realsr degrade HR OUT/PIPE/SET/lr --pipeline PIPE --scale 4 --seed S`` (fixed seed: the same
+   LR images on every machine and for every model; HR sides are cropped to a multiple of 4 first);
 2. bicubic: every LR image upscaled x4 with OpenCV's bicubic (``realsr_cli.engine.io.resize``),
    clipped and rounded to 8 bits like any saved output;
-3. ours: ``realsr batch OUT/SET/lr OUT/SET/sr --model MODEL`` (or ``--weights FILE``);
-4. ``realsr eval OUT/SET/sr OUT/SET/hr --scale 4 --json`` and the same for bicubic: PSNR/SSIM on Y,
-   BasicSR conventions (float, border crop = scale), against the cropped HR.
+3. each model: ``realsr batch LR SR --model ID`` (or ``--weights FILE`` for a path);
+4. ``realsr eval SR HR --scale 4 --json``: PSNR/SSIM on Y, BasicSR conventions (float, border crop
+   = scale), against the cropped HR.
 
-For each no-reference set (default RealSRSet+5images): bicubic x4 and ours, NIQE of both
-(``realsr eval DIR --niqe --json``), lower is better.
+For each no-reference set (default RealSRSet+5images): bicubic x4 and each model, NIQE (``realsr
+eval DIR --niqe --json``), lower is better.
 
-Prints one table with ours, bicubic and the difference per set, and writes OUT/quality.json.
+Prints one table per pipeline (PSNR-Y / SSIM-Y and the difference to bicubic) and the NIQE table,
+and writes OUT/quality.json.
 
-    python bench/quality_default.py --out /tmp/q
-    python bench/quality_default.py --out /tmp/q --weights my-ugtsr.safetensors --sets Set5
+    python bench/quality_default.py --out /tmp/q --models bicres-x4 ugtsr-x4-cpu
+    python bench/quality_default.py --out /tmp/q --models run/new.safetensors --pipelines mild --sets Set5
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("REALSR_SHARED", REPO.parent / "shared")) / "data"
+PIPELINES = ("bicubic", "mild", "realesrgan", "bsrgan", "mix")
 
 
 def realsr(*args: str) -> dict:
@@ -66,55 +69,91 @@ def cropped_hr(hr_dir: Path, out_dir: Path, scale: int) -> None:
         write_image(out_dir / f"{src.stem}.png", ImageData(pixels=img.pixels[:h, :w], bit_depth=8))
 
 
+def model_args(spec: str) -> list[str]:
+    """``--weights FILE`` for an existing file, else ``--model ID``."""
+    return ["--weights", spec] if Path(spec).is_file() else ["--model", spec]
+
+
+def label(spec: str) -> str:
+    return Path(spec).stem if Path(spec).is_file() else spec
+
+
+def upscale_all(lr: Path, work: Path, models: list[str], scale: int) -> dict[str, tuple[Path, float]]:
+    """bicubic + every model over ``lr``: label -> (SR folder, seconds)."""
+    t = time.perf_counter()
+    bicubic_folder(lr, work / "bicubic", scale)
+    out = {"bicubic": (work / "bicubic", time.perf_counter() - t)}
+    for spec in models:
+        dst = work / f"sr-{label(spec)}"
+        t = time.perf_counter()
+        realsr("batch", str(lr), str(dst), *model_args(spec), "--format", "png", "--skip-existing")
+        out[label(spec)] = (dst, time.perf_counter() - t)
+    return out
+
+
+def table(head: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    for r in [head, *rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+    print()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, type=Path, help="work folder (LR, SR, bicubic images)")
-    ap.add_argument("--model", default=None, help="model id/alias (default: the catalog default)")
-    ap.add_argument("--weights", default=None, help="a safetensors file instead of --model")
-    ap.add_argument("--sets", nargs="*", default=["Set5", "Set14", "BSD68"])
+    ap.add_argument("--models", nargs="*", default=[], help="model ids/aliases or safetensors files "
+                    "(default: the catalog default)")
+    ap.add_argument("--sets", nargs="*", default=["Set5", "Set14", "BSD68"],
+                    help="paired sets: names under ../shared/data or HR folders")
     ap.add_argument("--real", nargs="*", default=["RealSRSet+5images"])
-    ap.add_argument("--pipeline", default="realesrgan", choices=["realesrgan", "bsrgan"])
+    ap.add_argument("--pipelines", nargs="*", default=["bicubic", "mild", "realesrgan"], choices=PIPELINES)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--scale", type=int, default=4)
     args = ap.parse_args()
-    pick = ["--weights", args.weights] if args.weights else (["--model", args.model] if args.model else [])
-    rows, report = [], {"pipeline": args.pipeline, "seed": args.seed, "scale": args.scale, "sets": {}}
-    for name in args.sets:
-        work = args.out / name
-        cropped_hr(DATA / name, work / "hr", args.scale)
-        realsr("degrade", str(work / "hr"), str(work / "lr"), "--pipeline", args.pipeline,
-               "--scale", str(args.scale), "--seed", str(args.seed), "--skip-existing")
-        bicubic_folder(work / "lr", work / "bicubic", args.scale)
-        t0 = time.perf_counter()
-        realsr("batch", str(work / "lr"), str(work / "sr"), *pick, "--format", "png")
-        seconds = time.perf_counter() - t0
-        ours = realsr("eval", str(work / "sr"), str(work / "hr"), "--scale", str(args.scale))
-        base = realsr("eval", str(work / "bicubic"), str(work / "hr"), "--scale", str(args.scale))
-        m, b = ours["mean"], base["mean"]
-        report["sets"][name] = {"ours": m, "bicubic": b, "images": len(ours["images"]), "batch_seconds": seconds}
-        rows.append((name, f"{m['psnr']:.2f} / {m['ssim']:.4f}", f"{b['psnr']:.2f} / {b['ssim']:.4f}",
-                     f"{m['psnr'] - b['psnr']:+.2f} dB / {m['ssim'] - b['ssim']:+.4f}"))
-    for name in args.real:
-        work = args.out / name
-        (work / "lr").mkdir(parents=True, exist_ok=True)
-        for src in sorted((DATA / name).iterdir()):  # 8-bit RGB PNG copies (some inputs are JPEG)
-            from realsr_cli.engine.io import ImageData, read_image, write_image
+    if not args.models:
+        from realsr_cli.registry.catalog import load_catalog
 
+        args.models = [load_catalog().default_model]
+    labels = [label(m) for m in args.models]
+    report: dict = {"seed": args.seed, "scale": args.scale, "models": args.models, "pipelines": {}, "real": {}}
+    for pipe in args.pipelines:
+        rows, sets = [], {}
+        for name in args.sets:
+            work = args.out / pipe / Path(name).name  # a set is a name under DATA or a folder path
+            cropped_hr(DATA / name, work / "hr", args.scale)
+            realsr("degrade", str(work / "hr"), str(work / "lr"), "--pipeline", pipe,
+                   "--scale", str(args.scale), "--seed", str(args.seed), "--skip-existing")
+            results = {}
+            for key, (folder, seconds) in upscale_all(work / "lr", work, args.models, args.scale).items():
+                mean = realsr("eval", str(folder), str(work / "hr"), "--scale", str(args.scale))["mean"]
+                results[key] = {**mean, "seconds": seconds}
+            sets[Path(name).name] = results
+            b = results["bicubic"]
+            rows.append((Path(name).name, f"{b['psnr']:.2f} / {b['ssim']:.4f}", *(
+                f"{results[k]['psnr']:.2f} / {results[k]['ssim']:.4f} ({results[k]['psnr'] - b['psnr']:+.2f} dB)"
+                for k in labels)))
+        report["pipelines"][pipe] = sets
+        print(f"pipeline {pipe}, seed {args.seed}, x{args.scale}: PSNR-Y / SSIM-Y (difference to bicubic)")
+        table(("set", "bicubic", *labels), rows)
+    rows = []
+    for name in args.real:
+        work = args.out / "real" / name
+        (work / "lr").mkdir(parents=True, exist_ok=True)
+        from realsr_cli.engine.io import ImageData, read_image, write_image
+
+        for src in sorted((DATA / name).iterdir()):  # 8-bit RGB PNG copies (some inputs are JPEG)
             img = read_image(src)
             write_image(work / "lr" / f"{src.stem}.png", ImageData(pixels=img.pixels, bit_depth=8))
-        bicubic_folder(work / "lr", work / "bicubic", args.scale)
-        realsr("batch", str(work / "lr"), str(work / "sr"), *pick, "--format", "png")
-        ours = realsr("eval", str(work / "sr"), "--niqe")
-        base = realsr("eval", str(work / "bicubic"), "--niqe")
-        m, b = ours["mean"]["niqe"], base["mean"]["niqe"]
-        report["sets"][name] = {"ours": {"niqe": m}, "bicubic": {"niqe": b}, "images": len(ours["images"])}
-        rows.append((name, f"NIQE {m:.3f}", f"NIQE {b:.3f}", f"{m - b:+.3f}"))
+        results = {key: realsr("eval", str(folder), "--niqe")["mean"]["niqe"]
+                   for key, (folder, _) in upscale_all(work / "lr", work, args.models, args.scale).items()}
+        report["real"][name] = results
+        rows.append((name, f"{results['bicubic']:.3f}", *(
+            f"{results[k]:.3f} ({results[k] - results['bicubic']:+.3f})" for k in labels)))
+    if rows:
+        print("NIQE (lower is better; difference to bicubic)")
+        table(("set", "bicubic", *labels), rows)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "quality.json").write_text(json.dumps(report, indent=2) + "\n")
-    head = ("set", "ours (PSNR-Y / SSIM-Y)", "bicubic", "ours - bicubic")
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(4)]
-    for r in [head, *rows]:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
 
 
 if __name__ == "__main__":

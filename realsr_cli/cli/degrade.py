@@ -1,4 +1,4 @@
-"""`realsr degrade HR_DIR LR_DIR`: synthetic LR images from HR images (Real-ESRGAN, BSRGAN).
+"""`realsr degrade HR_DIR LR_DIR`: synthetic LR images from HR images (Real-ESRGAN, BSRGAN, ...).
 
 Reproducible per image: each image's CPU generator is seeded from ``sha256(f"{seed}:{rel}")``
 (``rel`` = its path relative to HR_DIR, POSIX), so its LR image depends on nothing else: not the
@@ -33,10 +33,17 @@ MANIFEST = "degrade.json"
 class Pipeline(str, Enum):
     realesrgan = "realesrgan"
     bsrgan = "bsrgan"
+    bicubic = "bicubic"
+    mild = "mild"
+    mix = "mix"
 
 
 _DEFAULT = Pipeline.realesrgan
-_PIPE_HELP = "Degradation model: realesrgan (Wang et al. 2021) or bsrgan (Zhang et al. 2021)."
+_PIPE_HELP = (
+    "Degradation model: realesrgan (Wang et al. 2021), bsrgan (Zhang et al. 2021), bicubic "
+    "(antialiased bicubic down: the classic benchmark LR), mild (slight blur, light noise, JPEG "
+    "70-95) or mix (per image one of bicubic/mild/realesrgan)."
+)
 _SEED_HELP = "Run seed; each image derives its own from it and its relative path."
 _SKIP_HELP = "Skip images whose LR file exists (same settings only)."
 

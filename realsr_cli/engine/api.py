@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -26,6 +26,9 @@ from realsr_cli.engine.model import LoadedModel
 from realsr_cli.engine.runner import RunOptions, run_model
 from realsr_cli.errors import ImageIOError, UsageError
 
+if TYPE_CHECKING:
+    from realsr_cli.registry.catalog import Catalog
+
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
@@ -35,6 +38,7 @@ __all__ = [
     "UpscaleOptions",
     "UpscaleReport",
     "load_model",
+    "looks_like_path",
     "convert_checkpoint",
     "upscale_image",
     "upscale_file",
@@ -43,8 +47,23 @@ __all__ = [
 ]
 
 
-def _looks_like_path(source: str) -> bool:
-    return source.endswith((".safetensors", ".pth", ".pt", ".ckpt")) or os.sep in source or Path(source).exists()
+_WEIGHTS_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt")
+
+
+def looks_like_path(source: str, catalog: Catalog | None = None) -> bool:
+    """A weights file rather than a registry name: a weights suffix or a path separator says so;
+    otherwise a registry id/alias/architecture wins over a local file or folder of the same name
+    (a folder ``femasr`` in the working directory must not hide ``--model femasr``), and an
+    existing *file* of another name is a path."""
+    if source.lower().endswith(_WEIGHTS_SUFFIXES) or os.sep in source or "/" in source:
+        return True
+    if catalog is None:
+        from realsr_cli.registry.catalog import load_catalog
+
+        catalog = load_catalog()
+    if catalog.knows(source):
+        return False
+    return Path(source).is_file()
 
 
 def load_model(
@@ -74,12 +93,12 @@ def load_model(
 
     dev = devices.resolve_device(device)  # fail on a missing device before any download
     weights_id: str | None = None
-    if source is not None and _looks_like_path(str(source)):
+    catalog = catalog_mod.load_catalog()
+    if source is not None and looks_like_path(str(source), catalog):
         path = Path(source)
         if not path.is_file():
             raise UsageError(f"weights file not found: {path}", hint="check the path given to --weights")
     else:
-        catalog = catalog_mod.load_catalog()
         entry = catalog.get(str(source), scale=scale) if source is not None else catalog.default(scale)
         weights_id = entry.id
         path = hub.fetch(entry, offline=offline, trust_on_first_use=trust_on_first_use, progress=progress)

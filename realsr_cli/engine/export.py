@@ -77,6 +77,7 @@ EXPORT_RULES: dict[str, ExportRule] = {
         "can be dynamic",
         dynamic_hw=False,
     ),
+    "bicres": ExportRule(True, "one deterministic pass: convolutions, pixel shuffle and the bicubic base"),
     "upsr": ExportRule(
         False,
         "UPSR is a diffusion sampler: its output depends on noise drawn from a seeded "
@@ -162,7 +163,7 @@ def _peek_arch(source: str) -> str | None:
     from realsr_cli.engine import api
     from realsr_cli.registry import catalog, loader
 
-    if api._looks_like_path(source):
+    if api.looks_like_path(source):
         try:
             meta = loader.read_metadata(source)
         except RealSRError:

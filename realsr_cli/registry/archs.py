@@ -188,6 +188,31 @@ def _ssr() -> ArchSpec:
     )
 
 
+def _bicres() -> ArchSpec:
+    from realsr_cli.models import bicres
+
+    return ArchSpec(
+        name="bicres",
+        title="BicRes",
+        paper="realsr's own compact model: bicubic upsampling plus a learned residual from a plain "
+        "3x3-conv stack at LR resolution (no paper; docs/models.md)",
+        config_cls=bicres.BicResConfig,
+        build=bicres.BicResNet,
+        infer_config=bicres.config_from_state_dict,
+        convert_official=bicres.convert_official_state_dict,  # none exists: raises WeightsError
+        scale_of=lambda cfg: cfg.scale,
+        tile_multiple=1,
+        min_size=1,
+        default_tile=512,
+        # zero weight within 16 LR px of interior tile edges, 32 px overlap: tiled == untiled
+        # (float rounding aside) for receptive radii up to 16 (depth <= 14)
+        default_overlap=32,
+        tile_margin=16,
+        half_ok=True,
+        whole_image_up_to=4.0,  # cheap activations: whole images up to 2048 LR px when memory allows
+    )
+
+
 # Literal table of architecture name -> factory (imports stay lazy so `realsr models list` is fast).
 ARCHITECTURES: dict[str, Callable[[], ArchSpec]] = {
     "femasr": _femasr,
@@ -195,6 +220,7 @@ ARCHITECTURES: dict[str, Callable[[], ArchSpec]] = {
     "realsrt": _realsrt,
     "upsr": _upsr,
     "ssr": _ssr,
+    "bicres": _bicres,
 }
 
 

@@ -474,6 +474,10 @@ class Catalog:
             return self.default_for(name, scale)
         raise self._unknown(name)
 
+    def knows(self, name: str) -> bool:
+        """Whether ``name`` is an id, alias or architecture name :meth:`get` resolves."""
+        return name in self._by_id or name in self._aliases or any(e.arch == name for e in self.sr_entries)
+
     def default(self, scale: float | None = None) -> WeightsEntry:
         """The model used when none is named: ``default_model`` (top-level key) or the first entry."""
         if not self.sr_entries:

@@ -86,7 +86,8 @@ class DataConfig:
         patch_size: HR patch side (the LR patch is ``patch_size // scale``).
         scale: SR factor of the synthetic LR (1: no degradation, ``lq`` is the HR patch itself,
             e.g. for the stage-1 VQGAN).
-        pipeline: ``realesrgan`` or ``bsrgan`` (``training.degradations.PIPELINES``).
+        pipeline: ``realesrgan``, ``bsrgan``, ``bicubic``, ``mild`` or ``mix``
+            (``training.degradations.PIPELINES``).
         batch_size: global batch (split evenly over DDP ranks; must divide by the world size).
         num_workers: DataLoader worker processes per rank.
         flip, rot90: random horizontal flip / 90-degree rotation augmentation.

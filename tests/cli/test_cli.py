@@ -135,3 +135,17 @@ def test_interrupt_exits_130_and_leaves_nothing(tmp_path, femasr_weights, monkey
     res = run_cli(["upscale", str(src), "--weights", str(femasr_weights), "-o", str(tmp_path / "o.png")])
     assert res.code == 130
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png"]
+
+
+def test_a_folder_named_like_a_model_does_not_hide_the_id(tmp_path, monkeypatch):
+    """`--model ugtsr` with a folder `ugtsr` in the working directory still means the registry name;
+    a path with a separator or a weights suffix is a file."""
+    from realsr_cli.engine.api import looks_like_path
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ugtsr").mkdir()
+    (tmp_path / "mine").write_bytes(b"x")
+    assert not looks_like_path("ugtsr")
+    assert looks_like_path("mine")  # an existing file that names no model
+    assert looks_like_path("./ugtsr") and looks_like_path("w.safetensors") and looks_like_path("W.PTH")
+    assert not looks_like_path("not-a-model-or-file")

@@ -137,6 +137,25 @@ def test_realsrt_unrolled_steps_dynamic_batch(tmp_path):
         run_onnx(dst, torch.rand(1, 3, 12, 16))
 
 
+def test_bicres_dynamic_matches_pytorch(tmp_path):
+    """The default model's architecture: bicubic base + trained-looking (non-zero) residual."""
+    from realsr_cli.models.bicres import BicResConfig
+
+    cfg = BicResConfig(scale=4, width=8, depth=2)
+    torch.manual_seed(0)
+    net = get_arch("bicres").build(cfg)
+    with torch.no_grad():
+        net.tail.weight.normal_(0, 0.05)
+    path = tmp_path / "bicres.safetensors"
+    save_weights(path, arch="bicres", config=cfg, state_dict=net.state_dict())
+    model = ex.load_for_export(str(path))
+    dst = tmp_path / "bicres.onnx"
+    report = ex.export_onnx(model, dst, ex.ExportOptions(dynamic=True, height=24, width=20, check=True))
+    assert report.min_size == 1 and report.max_abs_diff is not None and report.max_abs_diff <= ATOL
+    for shape in [(1, 3, 24, 20), (2, 3, 7, 33)]:
+        assert_matches(dst, model, shape)
+
+
 @pytest.mark.parametrize("arch", ["upsr", "ssr"])
 def test_diffusion_archs_are_refused(arch):
     with pytest.raises(UsageError, match="diffusion") as info:

@@ -51,3 +51,23 @@ def smooth_images(n: int, size: int, seed: int, *, grid: int = 6, mode: str = "b
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(n, 3, grid, grid, generator=g)
     return F.interpolate(x, size=(size, size), mode=mode, align_corners=False).clamp(0, 1)
+
+
+def train_steps(stage, steps: int, batch: dict[str, Tensor], key: str) -> list[float]:
+    """``steps`` train_steps of ``stage`` on one fixed ``batch`` (nets in train mode, frozen parts
+    in eval mode); the logged term ``key`` of each step."""
+    ctx = StepCtx(stage, stage.config.optim.lr)
+    for net in stage.nets.values():
+        net.train()
+    for module in stage.frozen():
+        module.eval()
+    losses = []
+    for step in range(steps):
+        ctx.step = step
+        losses.append(stage.train_step(batch, ctx)[key])
+    return losses
+
+
+def first_last(losses: Sequence[float], n: int = 5) -> tuple[float, float]:
+    """Mean of the first and of the last ``n`` losses."""
+    return sum(losses[:n]) / n, sum(losses[-n:]) / n

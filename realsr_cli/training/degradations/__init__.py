@@ -7,6 +7,10 @@ Operators (``ops``) and kernels (``kernels``) are small, seeded and device-agnos
 * ``"realesrgan"`` — :class:`RealESRGANDegradation`, Wang et al. 2021 (second-order model)
 * ``"bsrgan"`` — :class:`BSRGANDegradation`, Zhang et al. 2021 (shuffled model)
 
+and three of realsr's own (``simple.py``): ``"bicubic"`` (the classic benchmark LR: antialiased
+bicubic down), ``"mild"`` (slight blur, light noise, JPEG 70-95) and ``"mix"`` (per image one of
+bicubic / mild / realesrgan: the default model's training mix).
+
 ``PIPELINES`` is a literal name -> class table (STYLE §3); each class has a ``config_cls`` (a frozen
 dataclass with the published defaults) and is called as ``pipeline(hr, generator) -> lq``.
 """
@@ -20,9 +24,23 @@ from realsr_cli.errors import UsageError
 from realsr_cli.training.degradations.bsrgan import BSRGANConfig, BSRGANDegradation
 from realsr_cli.training.degradations.kernels import KernelSettings
 from realsr_cli.training.degradations.realesrgan import RealESRGANConfig, RealESRGANDegradation
+from realsr_cli.training.degradations.simple import (
+    BicubicConfig,
+    BicubicDegradation,
+    MildConfig,
+    MildDegradation,
+    MixConfig,
+    MixDegradation,
+)
 
 __all__ = [
     "PIPELINES",
+    "BicubicConfig",
+    "BicubicDegradation",
+    "MildConfig",
+    "MildDegradation",
+    "MixConfig",
+    "MixDegradation",
     "BSRGANConfig",
     "BSRGANDegradation",
     "KernelSettings",
@@ -32,14 +50,21 @@ __all__ = [
     "degrade",
 ]
 
+Degradation = (
+    RealESRGANDegradation | BSRGANDegradation | BicubicDegradation | MildDegradation | MixDegradation
+)
+
 #: pipeline name -> pipeline class (``cls.config_cls`` holds its published defaults)
-PIPELINES: dict[str, type[RealESRGANDegradation] | type[BSRGANDegradation]] = {
+PIPELINES: dict[str, type[Degradation]] = {
     "realesrgan": RealESRGANDegradation,
     "bsrgan": BSRGANDegradation,
+    "bicubic": BicubicDegradation,
+    "mild": MildDegradation,
+    "mix": MixDegradation,
 }
 
 
-def build_pipeline(name: str, scale: int = 4) -> RealESRGANDegradation | BSRGANDegradation:
+def build_pipeline(name: str, scale: int = 4) -> Degradation:
     """The pipeline ``name`` with its published defaults at ``scale``."""
     try:
         cls = PIPELINES[name]

@@ -96,6 +96,12 @@ def _ssr() -> type[Stage]:
     return SSRStage
 
 
+def _bicres() -> type[Stage]:
+    from realsr_cli.training.stages.bicres import BicResStage
+
+    return BicResStage
+
+
 #: stage name -> factory returning the Stage class
 STAGES: dict[str, Callable[[], type[Stage]]] = {
     "femasr-hrp": _femasr_hrp,
@@ -111,6 +117,7 @@ STAGES: dict[str, Callable[[], type[Stage]]] = {
     "ssr-kernel": _ssr_kernel,
     "ssr-nbsr": _ssr_nbsr,
     "ssr": _ssr,
+    "bicres": _bicres,
 }
 
 
