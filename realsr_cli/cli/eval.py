@@ -28,9 +28,9 @@ from realsr_cli.cli._options import (
     WeightsOpt,
     parse_tile,
 )
-from realsr_cli.engine import api, evaluate_dirs
-from realsr_cli.engine import evaluate as engine_eval
+from realsr_cli.engine import api
 from realsr_cli.errors import BatchFailedError, UsageError
+from realsr_cli.evaluation import folders, pairs
 
 _SR_HELP = "Folder of SR images to score as they are (no model)."
 _HR_HELP = "HR references for SR_DIR, paired by relative path and stem; omit for --niqe only."
@@ -153,7 +153,7 @@ def eval_cmd(
         raise UsageError("--scale and --suffix are for SR_DIR; a model is scored at its own scale",
                          hint="drop them (use --crop-border to change the crop)")
     ks = _top_k(top_k)
-    opts = engine_eval.EvalOptions(
+    opts = pairs.EvalOptions(
         upscale=api.UpscaleOptions(
             tile=parse_tile(tile), tile_overlap=tile_overlap, seed=seed, steps=steps
         ),
@@ -164,7 +164,7 @@ def eval_cmd(
         lpips=lpips,
         dists=dists,
     )
-    plan = engine_eval.pair_folders(lq, hq, recursive=recursive, pattern=glob, exclude=save_dir)
+    plan = pairs.pair_folders(lq, hq, recursive=recursive, pattern=glob, exclude=save_dir)
     for name, reason in plan.missing:
         _output.warn(f"skipping {name}: {reason}")
     if not plan.pairs:
@@ -174,7 +174,7 @@ def eval_cmd(
         )
     with _output.progress() as view:
         m = _common.load(model, weights, None, device, precision.value, offline, view)
-        prior = engine_eval.load_prior(m, hr_prior) if hr_prior else None
+        prior = pairs.load_prior(m, hr_prior) if hr_prior else None
         _output.info(f"model: {_common.describe(m)}; {len(plan.pairs)} pair(s)")
         view.images(len(plan.pairs))
 
@@ -184,7 +184,7 @@ def eval_cmd(
             if error:
                 _output.warn(f"{pair.name}: {error}")
 
-        report = engine_eval.evaluate(
+        report = pairs.evaluate(
             m, plan, opts, prior=prior, hr_prior=hr_prior, on_done=done, progress=view.tiles
         )
     out = report.to_json()
@@ -203,8 +203,8 @@ def eval_cmd(
 
 def _eval_dirs(sr_dir, hr_dir, scale, suffix, niqe, lpips, dists, crop_border, recursive, glob,
                json_out) -> None:
-    """The SR_DIR form (see :mod:`realsr_cli.engine.evaluate_dirs` for the pairing rule)."""
-    opts = evaluate_dirs.DirEvalOptions(
+    """The SR_DIR form (see :mod:`realsr_cli.evaluation.folders` for the pairing rule)."""
+    opts = folders.DirEvalOptions(
         scale=scale, crop_border=crop_border, reference=hr_dir is not None, niqe=niqe, lpips=lpips,
         dists=dists,
     )
@@ -217,7 +217,7 @@ def _eval_dirs(sr_dir, hr_dir, scale, suffix, niqe, lpips, dists, crop_border, r
                          hint=f"add --niqe (realsr eval {sr_dir} --niqe), or give HR_DIR")
     if suffix and hr_dir is None:
         raise UsageError("--suffix pairs SR with HR names; it needs HR_DIR")
-    plan = evaluate_dirs.pair_dirs(sr_dir, hr_dir, recursive=recursive, pattern=glob, suffix=suffix)
+    plan = folders.pair_dirs(sr_dir, hr_dir, recursive=recursive, pattern=glob, suffix=suffix)
     for name, reason in plan.unpaired_sr:
         _output.warn(f"skipping {name}: {reason}")
     if plan.unpaired_hr:
@@ -237,7 +237,7 @@ def _eval_dirs(sr_dir, hr_dir, scale, suffix, niqe, lpips, dists, crop_border, r
             if error:
                 _output.warn(f"{pair.name}: {error}")
 
-        report = evaluate_dirs.evaluate_dirs(plan, opts, sr_dir=sr_dir, hr_dir=hr_dir,
+        report = folders.evaluate_dirs(plan, opts, sr_dir=sr_dir, hr_dir=hr_dir,
                                              on_done=done)
     out = report.to_json()
     if json_out:

@@ -25,6 +25,7 @@ from realsr_cli.engine import io
 from realsr_cli.engine.model import LoadedModel
 from realsr_cli.engine.runner import RunOptions, run_model
 from realsr_cli.errors import ImageIOError, UsageError
+from realsr_cli.registry.capabilities import ManifestExtra, TileNotes, has
 
 if TYPE_CHECKING:
     from realsr_cli.registry.catalog import Catalog
@@ -238,9 +239,8 @@ def upscale_image(
     out_h, out_w = max(1, round(h * target_scale)), max(1, round(w * target_scale))
 
     result = run_model(model, _to_tensor(image.pixels), run_opts, progress=progress)
-    note_tiles = getattr(model.net, "note_tiles", None)  # community models warn when tiled against advice
-    if callable(note_tiles):
-        note_tiles(result.tiles)
+    if has(model.net, TileNotes):  # community models warn when tiled against advice
+        model.net.note_tiles(result.tiles)
     pixels = _to_pixels(result.sr, image.pixels.shape[2])
     if pixels.shape[:2] != (out_h, out_w):  # --scale other than native: model, then resize
         pixels = io.resize(pixels, (out_h, out_w))
@@ -295,9 +295,8 @@ def manifest_for(model: LoadedModel, info: dict[str, Any]) -> dict[str, str]:
         "seed": "" if info.get("seed") is None else str(info["seed"]),
         "device": str(model.device),
     }
-    extra = getattr(model.net, "manifest_extra", None)
-    if callable(extra):
-        for key, value in extra().items():
+    if has(model.net, ManifestExtra):
+        for key, value in model.net.manifest_extra().items():
             manifest.setdefault(str(key), str(value))
     return manifest
 

@@ -34,6 +34,7 @@ from realsr_cli.engine import io
 from realsr_cli.engine.model import LoadedModel
 from realsr_cli.engine.tiling import DEFAULT_SIGMA, Tile, tiled_forward
 from realsr_cli.errors import UsageError
+from realsr_cli.registry.capabilities import AuxiliaryMaps, has
 
 __all__ = [
     "AUX_TILE",
@@ -41,7 +42,6 @@ __all__ = [
     "AuxMaps",
     "aux_paths",
     "compute_aux",
-    "kernel_variance",
     "require_aux",
     "supports_aux",
     "write_aux",
@@ -54,8 +54,8 @@ AUX_TILE = 256
 
 
 def supports_aux(model: LoadedModel) -> bool:
-    """Whether ``model``'s network can produce auxiliary maps (has ``auxiliary``)."""
-    return callable(getattr(model.net, "auxiliary", None))
+    """Whether ``model``'s network can produce auxiliary maps (the ``AuxiliaryMaps`` capability)."""
+    return has(model.net, AuxiliaryMaps)
 
 
 def require_aux(model: LoadedModel) -> None:
@@ -66,13 +66,6 @@ def require_aux(model: LoadedModel) -> None:
             "auxiliary maps (depth, kernels)",
             hint="use an SSR model (--model ssr or SSR --weights), or drop --save-aux",
         )
-
-
-def kernel_variance(kernels: Tensor) -> Tensor:
-    """(B,k*k,H,W) per-pixel kernels -> (B,1,H,W) spatial variance (SSR Fig. 4)."""
-    from realsr_cli.models.ssr.net import kernel_variance as _kv
-
-    return _kv(kernels)
 
 
 @dataclass
@@ -118,7 +111,7 @@ def compute_aux(
         count += len(tiles)
         with torch.inference_mode():
             depth, kernels = net.auxiliary(x.to(model.device, model.dtype))
-            var = kernel_variance(kernels.float())
+            var = net.kernel_variance(kernels.float())
             out = torch.cat([depth.float(), var], dim=1).to("cpu", torch.float32)
         return out.clone()  # a plain tensor: tiled_forward accumulates into it
 

@@ -27,6 +27,7 @@ from typing import Any
 from torch import nn
 
 from realsr_cli.errors import UsageError
+from realsr_cli.registry.capabilities import DepthConditioned, has
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ def attach(
     SSR's contract (injected as is). Raises :class:`UsageError` for an explicit choice on a network
     that takes no depth estimator, or an id that names no depth weights.
     """
-    takes_depth = isinstance(getattr(net, "depth_estimator", None), nn.Module)
+    takes_depth = has(net, DepthConditioned) and isinstance(net.depth_estimator, nn.Module)
     choice = AUTO if choice is None else choice
     if not takes_depth:
         if isinstance(choice, str) and choice == AUTO:

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from realsr_cli import __version__
 from realsr_cli.engine.model import LoadedModel
 from realsr_cli.errors import ModelError, RealSRError, UsageError
+from realsr_cli.registry.capabilities import ExportOverrides, has
 
 log = logging.getLogger(__name__)
 
@@ -186,21 +187,12 @@ class _SinglePass(nn.Module):
 @contextlib.contextmanager
 def _export_mode(net: nn.Module) -> Iterator[None]:
     """Value-preserving settings for tracing (module doc); every change is undone on exit."""
-    from realsr_cli.models._blocks.swin import SwinBlock
-    from realsr_cli.models._blocks.vq import VectorQuantizer
-
     undo: list[tuple[nn.Module, str, bool, object]] = []
-
-    def override(module: nn.Module, name: str, value: object) -> None:
-        undo.append((module, name, name in vars(module), getattr(module, name)))
-        setattr(module, name, value)
-
     try:
-        for module in net.modules():
-            if isinstance(module, VectorQuantizer):
-                override(module, "chunk_rows", 1 << 62)  # one chunk: no traced split sizes
-            elif isinstance(module, SwinBlock):
-                override(module, "input_resolution", ())  # never the stored, size-bound mask
+        if has(net, ExportOverrides):
+            for module, name, value in net.export_overrides():
+                undo.append((module, name, name in vars(module), getattr(module, name)))
+                setattr(module, name, value)
         yield
     finally:
         for module, name, own, value in reversed(undo):

@@ -423,7 +423,7 @@ class Trainer:
     def _validate(self) -> dict[str, Any] | None:
         record = None
         if self.dist.is_main and self.valset is not None:
-            from realsr_cli.engine import metrics
+            from realsr_cli.evaluation import metrics
 
             scale = self.config.data.scale
             samples = self.config.val.samples

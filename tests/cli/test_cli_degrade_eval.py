@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from realsr_cli.engine import api, io
-from realsr_cli.engine.metrics import psnr, ssim
+from realsr_cli.evaluation.metrics import psnr, ssim
 from realsr_cli.models.femasr import FeMaSRConfig, FeMaSRNet
 from realsr_cli.registry.loader import save_weights
 from tests.cli.conftest import run_cli

@@ -12,14 +12,15 @@ import pytest
 import torch
 
 from realsr_cli.cli import _schemas
-from realsr_cli.engine import dists, io, lpips, niqe
-from realsr_cli.engine.metrics import psnr, ssim
+from realsr_cli.engine import io
+from realsr_cli.evaluation import dists, lpips, niqe
+from realsr_cli.evaluation.metrics import psnr, ssim
 from realsr_cli.models.femasr import FeMaSRConfig, FeMaSRNet
 from realsr_cli.registry.loader import save_weights
 from tests.cli.conftest import run_cli
-from tests.engine.test_dists import DISTS_TEST_ID, serve_dists
-from tests.engine.test_dists import VGG_TEST_ID as DISTS_VGG_TEST_ID
-from tests.engine.test_lpips import LIN_TEST_ID, VGG_TEST_ID, serve_lpips
+from tests.evaluation.test_dists import DISTS_TEST_ID, serve_dists
+from tests.evaluation.test_dists import VGG_TEST_ID as DISTS_VGG_TEST_ID
+from tests.evaluation.test_lpips import LIN_TEST_ID, VGG_TEST_ID, serve_lpips
 from tests.parity import shared_dir
 
 TOP_KEYS = ["sr_dir", "hr_dir", "scale", "crop_border", "y_channel", "metrics", "count", "mean",

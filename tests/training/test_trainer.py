@@ -310,7 +310,7 @@ def test_batch_not_divisible_by_world_is_config_error(tmp_path, hr_dir, monkeypa
 
 
 def test_validation_metrics_and_samples(tmp_path, hr_dir):
-    pytest.importorskip("realsr_cli.engine.metrics")
+    pytest.importorskip("realsr_cli.evaluation.metrics")
     lq_dir, hq_dir = tmp_path / "val_lq", tmp_path / "val_hq"
     make_images(hq_dir, n=2, size=16, seed=1)
     (hq_dir / "tiny.png").unlink()

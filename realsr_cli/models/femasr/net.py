@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from realsr_cli.models._blocks.conv import DownBlock, UpBlock
 from realsr_cli.models._blocks.swin import RSTB
+from realsr_cli.models._blocks.tracing import tracing_overrides
 from realsr_cli.models._blocks.vq import Quantized, VectorQuantizer
 from realsr_cli.models.femasr.config import FeMaSRConfig
 
@@ -285,6 +286,24 @@ class FeMaSRNet(nn.Module):
     def pad_multiple(self) -> int:
         """LR sides are padded to a multiple of this (official ``wsz = 8 // scale * 8``)."""
         return self.config.pad_multiple
+
+    # ------------------------------------------------------------------ capabilities
+    # CodebookMatching and ExportOverrides (registry/capabilities.py)
+    @property
+    def codebook_size(self) -> int:
+        return self.quantize_group[0].embedding.num_embeddings
+
+    @property
+    def lq_stage(self) -> bool:
+        return self.multiscale_encoder.lq_stage
+
+    @staticmethod
+    def pad_to(x: Tensor, height: int, width: int) -> Tensor:
+        """Mirror-pad (B,C,H,W) at the bottom/right to (height, width), as :meth:`pad_lq`."""
+        return mirror_pad(x, height, width)
+
+    def export_overrides(self) -> list[tuple[nn.Module, str, object]]:
+        return tracing_overrides(self)
 
     def pad_lq(self, lq: Tensor) -> Tensor:
         """Official ``test()`` padding: bottom/right by ``(h // m + 1) * m - h`` (1..m px), mirrored.

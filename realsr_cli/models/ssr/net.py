@@ -246,6 +246,9 @@ class SSRNet(nn.Module):
             est = self.svkr(pad_to_multiple(lq, self.config.size_multiple))
             return est.depth[..., :h, :w], est.kernels[..., :h, :w]
 
+    #: AuxiliaryMaps capability (registry/capabilities.py): the map written next to the depth
+    kernel_variance = staticmethod(kernel_variance)
+
     def manifest_extra(self) -> dict[str, str]:
         """Run-manifest entries (see ``engine.api.manifest_for``): which depth estimator ran
         (an injected module's ``manifest_label``/``manifest_sha256`` when it has them)."""

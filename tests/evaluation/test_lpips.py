@@ -1,4 +1,4 @@
-"""LPIPS-VGG v0.1 (engine/lpips.py): the metric's properties, an independent float64
+"""LPIPS-VGG v0.1 (evaluation/lpips.py): the metric's properties, an independent float64
 re-computation, strict key loading, and the registry path (cache only; missing weights, exit 3).
 
 The VGG-16 here is random (seeded, full size: torchvision's 528 MB ImageNet file is not in the
@@ -19,8 +19,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from realsr_cli.engine import io, lpips
+from realsr_cli.engine import io
 from realsr_cli.errors import EXIT_MODEL, UnknownModelError, UsageError, WeightsError
+from realsr_cli.evaluation import lpips
 from realsr_cli.registry import hub
 from realsr_cli.registry.catalog import load_catalog
 from tests.parity import shared_dir
@@ -261,7 +262,7 @@ def test_engine_import_stays_light():
     import subprocess
     import sys
 
-    code = ("import sys, realsr_cli.engine.lpips, realsr_cli.engine.evaluate_dirs; "
+    code = ("import sys, realsr_cli.evaluation.lpips, realsr_cli.evaluation.folders; "
             "bad = [m for m in ('typer', 'rich', 'realsr_cli.training', 'torchvision', 'lpips') "
             "if m in sys.modules]; print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from realsr_cli.engine.vgg_metric import check_inputs, load_cached, load_strict, prepare_pair
+from realsr_cli.evaluation.vgg_metric import check_inputs, load_cached, load_strict, prepare_pair
 
 __all__ = [
     "CHANNELS", "DISTS_ID", "MEAN", "STD", "TAPS", "VGG_ID", "DISTSNet", "L2Pool", "dists",

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from realsr_cli.engine.metrics import codebook_accuracy, psnr, rgb_to_y, ssim
 from realsr_cli.errors import UsageError
+from realsr_cli.evaluation.metrics import codebook_accuracy, psnr, rgb_to_y, ssim
 
 C1, C2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
 

@@ -8,10 +8,10 @@ suffix on either side (``sr/sub/0801.png`` <-> ``hr/sub/0801.jpg``). With ``suff
 skipped and listed; HR images that no SR image names are listed too. Without an HR folder every
 SR image is scored alone (no-reference metrics only).
 
-Scores use :mod:`realsr_cli.engine.metrics` (PSNR/SSIM, BasicSR conventions: 8-bit, Y channel,
-``crop_border`` px cut from each side), :mod:`realsr_cli.engine.lpips` and
-:mod:`realsr_cli.engine.dists` (RGB, same crop; their weights from the registry cache) and
-:mod:`realsr_cli.engine.niqe`. ``crop_border``
+Scores use :mod:`realsr_cli.evaluation.metrics` (PSNR/SSIM, BasicSR conventions: 8-bit, Y channel,
+``crop_border`` px cut from each side), :mod:`realsr_cli.evaluation.lpips` and
+:mod:`realsr_cli.evaluation.dists` (RGB, same crop; their weights from the registry cache) and
+:mod:`realsr_cli.evaluation.niqe`. ``crop_border``
 defaults to ``scale`` (BasicSR's convention), or 0 when the scale is not given. An HR image up
 to ``scale - 1`` px larger than its SR image in each side is cropped at the bottom/right (HR
 sides not divisible by the scale); any other size mismatch fails that image.
@@ -21,15 +21,17 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from realsr_cli.engine import io, metrics, niqe
-from realsr_cli.engine.evaluate import (
+from realsr_cli.engine import io
+from realsr_cli.errors import UsageError
+from realsr_cli.evaluation import metrics, niqe
+from realsr_cli.evaluation.common import finite, list_images
+from realsr_cli.evaluation.pairs import (
     LearnedMetric,
     fit_hq,
     image_tensor,
@@ -37,7 +39,6 @@ from realsr_cli.engine.evaluate import (
     load_learned,
     score_each,
 )
-from realsr_cli.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -59,18 +60,6 @@ class DirPlan:
     pairs: list[DirPair] = field(default_factory=list)
     unpaired_sr: list[tuple[str, str]] = field(default_factory=list)  # (SR name, why)
     unpaired_hr: list[str] = field(default_factory=list)  # HR names no SR image pairs with
-
-
-def _images(root: Path, recursive: bool, skip: Path | None) -> list[Path]:
-    found = root.rglob("*") if recursive else root.iterdir()
-    keep = []
-    for p in sorted(found):
-        if not p.is_file() or not io.is_image_path(p):
-            continue
-        if skip is not None and skip in p.resolve().parents:
-            continue
-        keep.append(p)
-    return keep
 
 
 def _folder(path: str | Path, what: str) -> Path:
@@ -95,7 +84,7 @@ def pair_dirs(
     if hr_root is not None and sr_root.resolve() == hr_root.resolve():
         raise UsageError("SR_DIR and HR_DIR are the same folder", hint="give two folders")
     skip_in_sr = hr_root.resolve() if hr_root is not None else None
-    sr_files = _images(sr_root, recursive, skip_in_sr)
+    sr_files = list_images(sr_root, recursive, skip_in_sr)
     plan = DirPlan()
     if hr_root is None:
         for p in sr_files:
@@ -104,7 +93,7 @@ def pair_dirs(
                 plan.pairs.append(DirPair(rel, p))
         return plan
     by_key: dict[str, list[Path]] = {}
-    for p in _images(hr_root, recursive, sr_root.resolve()):
+    for p in list_images(hr_root, recursive, sr_root.resolve()):
         by_key.setdefault(p.relative_to(hr_root).with_suffix("").as_posix(), []).append(p)
     named: set[str] = set()
     for p in sr_files:
@@ -168,11 +157,6 @@ class DirEvalOptions:
         return self.reference or bool(self.learned)
 
 
-def _finite(x: float) -> float | None:
-    """JSON has no infinity: identical images (PSNR inf) are reported as null."""
-    return x if math.isfinite(x) else None
-
-
 @dataclass
 class DirScore:
     name: str
@@ -185,7 +169,7 @@ class DirScore:
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "sr": self.sr, "hr": self.hr,
                                "size": list(self.size)}
-        out |= {k: _finite(v) for k, v in self.scores.items()}
+        out |= {k: finite(v) for k, v in self.scores.items()}
         out["seconds"] = round(self.seconds, 4)
         return out
 
@@ -218,7 +202,7 @@ class DirReport:
             "y_channel": True,
             "metrics": list(self.metrics),
             "count": len(self.images),
-            "mean": {k: _finite(v) for k, v in self.mean.items()},
+            "mean": {k: finite(v) for k, v in self.mean.items()},
             "images": [s.to_json() for s in self.images],
             "unpaired_sr": [{"sr": n, "reason": r} for n, r in self.unpaired_sr],
             "unpaired_hr": [{"hr": n} for n in self.unpaired_hr],

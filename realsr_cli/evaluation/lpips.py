@@ -31,7 +31,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from realsr_cli.engine.vgg_metric import check_inputs, load_cached, load_strict, prepare_pair
+from realsr_cli.evaluation.vgg_metric import check_inputs, load_cached, load_strict, prepare_pair
 
 __all__ = ["LIN_ID", "SCALE", "SHIFT", "TAPS", "VGG_ID", "LPIPSNet", "load_lpips", "lpips"]
 

@@ -43,8 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from realsr_cli.engine import metrics
 from realsr_cli.errors import ModelError, UsageError
+from realsr_cli.evaluation import metrics
 
 __all__ = ["BLOCK", "imresize", "mscn", "niqe", "niqe_y", "pristine_model"]
 

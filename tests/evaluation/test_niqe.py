@@ -1,4 +1,4 @@
-"""NIQE (realsr_cli.engine.niqe): recorded reference values, the MATLAB resize, invariances and
+"""NIQE (realsr_cli.evaluation.niqe): recorded reference values, the MATLAB resize, invariances and
 errors.
 
 Reference values: basicsr 1.4.2, the sdist from PyPI (``pip download basicsr==1.4.2 --no-deps``,
@@ -23,8 +23,9 @@ import numpy as np
 import pytest
 import torch
 
-from realsr_cli.engine import io, niqe
+from realsr_cli.engine import io
 from realsr_cli.errors import ModelError, UsageError
+from realsr_cli.evaluation import niqe
 from tests.parity import shared_dir
 
 #: (image under ../shared/data, crop_border) -> basicsr 1.4.2 calculate_niqe

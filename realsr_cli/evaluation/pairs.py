@@ -1,9 +1,9 @@
 """Paired evaluation: upscale a folder of LR images, score each against its HR image.
 
-Scores are PSNR and SSIM with BasicSR's conventions (:mod:`realsr_cli.engine.metrics`), and with
-``EvalOptions.niqe`` the no-reference NIQE of each SR image (:mod:`realsr_cli.engine.niqe`), with
-``EvalOptions.lpips`` LPIPS-VGG against the HR image (:mod:`realsr_cli.engine.lpips`), with
-``EvalOptions.dists`` DISTS against the HR image (:mod:`realsr_cli.engine.dists`). With an HR
+Scores are PSNR and SSIM with BasicSR's conventions (:mod:`realsr_cli.evaluation.metrics`), and with
+``EvalOptions.niqe`` the no-reference NIQE of each SR image (:mod:`realsr_cli.evaluation.niqe`), with
+``EvalOptions.lpips`` LPIPS-VGG against the HR image (:mod:`realsr_cli.evaluation.lpips`), with
+``EvalOptions.dists`` DISTS against the HR image (:mod:`realsr_cli.evaluation.dists`). With an HR
 prior (a FeMaSR HQ-stage VQGAN, ``lq_stage=false``, scale 1: what ``femasr-hrp`` training exports)
 and a model whose network has ``match_indices`` (FeMaSR, UGTSR), also the codebook matching
 accuracy: how often the code the SR network picks from its LR input is the code the prior's own
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -32,8 +31,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from realsr_cli.engine import api, dists, io, lpips, metrics, niqe
+from realsr_cli.engine import api, io
 from realsr_cli.errors import RealSRError, UsageError
+from realsr_cli.evaluation import dists, lpips, metrics, niqe
+from realsr_cli.evaluation.common import finite, list_images
+from realsr_cli.registry.capabilities import CodebookMatching, has
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +105,7 @@ class EvalPlan:
 class EvalOptions:
     """``crop_border`` None = the model's scale; ``top_k`` ranks for the codebook accuracy;
     ``save_dir``: also write each SR image there (PNG, LR tree mirrored); ``niqe``: also the
-    no-reference NIQE of each SR image (:mod:`realsr_cli.engine.niqe`, same crop border);
+    no-reference NIQE of each SR image (:mod:`realsr_cli.evaluation.niqe`, same crop border);
     ``lpips``: also LPIPS-VGG against HR (same crop border; weights from the registry cache);
     ``dists``: also DISTS against HR (likewise)."""
 
@@ -120,11 +122,6 @@ class EvalOptions:
     def learned(self) -> tuple[str, ...]:
         """The learned metrics asked for (:func:`learned_names`)."""
         return learned_names(self.lpips, self.dists)
-
-
-def _finite(x: float) -> float | None:
-    """JSON has no infinity: identical images (PSNR inf) are reported as null."""
-    return x if math.isfinite(x) else None
 
 
 @dataclass
@@ -148,7 +145,7 @@ class ImageScore:
             "hq": self.hq,
             "output": self.output,
             "size": list(self.size),
-            "psnr": _finite(self.psnr),
+            "psnr": finite(self.psnr),
             "ssim": self.ssim,
         }
         out |= self.learned
@@ -197,7 +194,7 @@ class EvalReport:
         return out
 
     def to_json(self) -> dict[str, Any]:
-        mean = {k: _finite(v) if k == "psnr" else v for k, v in self.mean.items()}
+        mean = {k: finite(v) if k == "psnr" else v for k, v in self.mean.items()}
         return {
             "model": self.model,
             "arch": self.arch,
@@ -218,18 +215,6 @@ class EvalReport:
 # ----------------------------------------------------------------------------- pairing
 
 
-def _images(root: Path, recursive: bool, exclude: Path | None) -> list[Path]:
-    found = root.rglob("*") if recursive else root.iterdir()
-    keep = []
-    for p in sorted(found):
-        if not p.is_file() or not io.is_image_path(p):
-            continue
-        if exclude is not None and exclude in p.resolve().parents:
-            continue
-        keep.append(p)
-    return keep
-
-
 def pair_folders(
     lq_dir: str | Path,
     hq_dir: str | Path,
@@ -247,10 +232,10 @@ def pair_folders(
             raise UsageError(f"{what} folder not found: {root}", hint="give an existing folder")
     skip = Path(exclude).resolve() if exclude is not None else None
     by_stem: dict[str, list[Path]] = {}
-    for p in _images(hq_root, recursive, skip):
+    for p in list_images(hq_root, recursive, skip):
         by_stem.setdefault(p.relative_to(hq_root).with_suffix("").as_posix(), []).append(p)
     plan = EvalPlan()
-    for p in _images(lq_root, recursive, skip):
+    for p in list_images(lq_root, recursive, skip):
         rel = p.relative_to(lq_root)
         if pattern and not any(fnmatch.fnmatch(n, pattern) for n in (rel.as_posix(), p.name)):
             continue
@@ -275,7 +260,7 @@ def load_prior(model: api.LoadedModel, source: str | Path) -> api.LoadedModel:
     Raises :class:`UsageError` when ``model`` cannot report its matches (no ``match_indices``),
     or the file is not an HQ-stage network (scale 1 with ``match_indices``).
     """
-    if not callable(getattr(model.net, "match_indices", None)):
+    if not has(model.net, CodebookMatching):
         raise UsageError(
             f"--hr-prior needs a codebook-matching model (FeMaSR, UGTSR); {model.arch} has none",
             hint="drop --hr-prior, or evaluate a femasr/ugtsr model",
@@ -283,8 +268,7 @@ def load_prior(model: api.LoadedModel, source: str | Path) -> api.LoadedModel:
     prior = api.load_model(
         source, device=str(model.device), precision=api._precision_name(model.dtype)
     )
-    hq_stage = getattr(prior.config, "lq_stage", False) is False
-    if prior.scale != 1 or not hq_stage or not callable(getattr(prior.net, "match_indices", None)):
+    if prior.scale != 1 or not has(prior.net, CodebookMatching) or prior.net.lq_stage:
         raise UsageError(
             f"{source} is not an HR prior ({prior.arch} x{prior.scale})",
             hint="give the HQ-stage VQGAN (lq_stage=false, scale 1) that `femasr-hrp` exports",
@@ -295,13 +279,13 @@ def load_prior(model: api.LoadedModel, source: str | Path) -> api.LoadedModel:
 def _check_top_k(model: api.LoadedModel, prior: api.LoadedModel, ks: tuple[int, ...]) -> None:
     if not ks or any(k < 1 for k in ks):
         raise UsageError(f"--top-k values must be >= 1, got {list(ks)}")
-    sizes = [getattr(m.config, "codebook_size", None) for m in (model, prior)]
-    if None not in sizes and sizes[0] != sizes[1]:
+    sizes = [m.net.codebook_size for m in (model, prior)]
+    if sizes[0] != sizes[1]:
         raise UsageError(
             f"the model's codebook has {sizes[0]} codes, the prior's {sizes[1]}",
             hint="give the prior the model was trained with",
         )
-    if sizes[0] is not None and max(ks) > sizes[0]:
+    if max(ks) > sizes[0]:
         raise UsageError(f"--top-k {max(ks)} exceeds the codebook size {sizes[0]}")
 
 
@@ -316,8 +300,6 @@ def codebook_match(
     cover the same area; both maps are then cropped to the ``ceil(h / d)`` x ``ceil(w / d)``
     codes that touch real pixels (d = LR pixels per code).
     """
-    from realsr_cli.models.femasr.net import mirror_pad
-
     s = model.scale
     h, w = lq.shape[-2:]
     if tuple(hq.shape[-2:]) != (h * s, w * s):
@@ -325,7 +307,7 @@ def codebook_match(
     padded = model.net.pad_lq(lq.to(model.device, model.dtype))
     chosen, candidates = model.net.match_indices(padded, max(ks))
     ph, pw = padded.shape[-2:]
-    hq_padded = mirror_pad(hq.to(prior.device, prior.dtype), ph * s, pw * s)
+    hq_padded = model.net.pad_to(hq.to(prior.device, prior.dtype), ph * s, pw * s)
     gt = prior.net.match_indices(hq_padded, 1)[0][:, :1]
     gh, gw = chosen.shape[-2:]
     if tuple(gt.shape[-2:]) != (gh, gw):

@@ -1,4 +1,4 @@
-"""DISTS (engine/dists.py): the metric's properties, an independent float64 re-computation,
+"""DISTS (evaluation/dists.py): the metric's properties, an independent float64 re-computation,
 strict key loading, and the registry path (cache only; missing weights, exit 3).
 
 The VGG-16 here is random (seeded, full size: torchvision's 528 MB ImageNet file is not in the
@@ -21,11 +21,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from realsr_cli.engine import dists
 from realsr_cli.errors import EXIT_MODEL, UnknownModelError, UsageError, WeightsError
+from realsr_cli.evaluation import dists
 from realsr_cli.registry import hub
 from realsr_cli.registry.catalog import load_catalog
-from tests.engine.test_lpips import noisy, photo, random_vgg16
+from tests.evaluation.test_lpips import noisy, photo, random_vgg16
 
 VGG_TEST_ID = "vgg16-diststest"
 DISTS_TEST_ID = "dists-test"
@@ -291,7 +291,7 @@ def test_engine_import_stays_light():
     import subprocess
     import sys
 
-    code = ("import sys, realsr_cli.engine.dists, realsr_cli.engine.evaluate_dirs; "
+    code = ("import sys, realsr_cli.evaluation.dists, realsr_cli.evaluation.folders; "
             "bad = [m for m in ('typer', 'rich', 'realsr_cli.training', 'torchvision', "
             "'DISTS_pytorch') if m in sys.modules]; print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
