@@ -103,4 +103,3 @@ DepthEstimatorOpt = Annotated[
 ]
 OfflineOpt = Annotated[bool, typer.Option("--offline", help="Use only cached weights; never download.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable result on stdout.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", help="Only errors on stderr.")]

@@ -82,9 +82,10 @@ def run(
     """
     from realsr_cli.engine.device import is_oom
     from realsr_cli.training import run as train_run
+    from realsr_cli.training.stages import get_stage
     from realsr_cli.training.trainer import TrainHooks, TrainingInterrupted, train
 
-    stage_cls = train_run.get_stage(stage)
+    stage_cls = get_stage(stage)
     plan = train_run.plan_run(stage_cls, out, config_file=config, overrides=set_ or [], data=data,
                               max_steps=max_steps, resume=resume)
     main = _is_main_process()
@@ -160,11 +161,12 @@ def stages(json_out: JsonOpt = False) -> None:
 
     Example: realsr train stages --json
     """
-    from realsr_cli.training.run import available_stages, packaged_configs
+    from realsr_cli.training.run import packaged_configs
+    from realsr_cli.training.stages import STAGES
 
     shipped = set(packaged_configs())
     rows = []
-    for name, factory in sorted(available_stages().items()):
+    for name, factory in sorted(STAGES.items()):
         configs = [c for c in (name, f"{name}-tiny") if c in shipped]
         rows.append((name, factory().summary, configs))
     if json_out:

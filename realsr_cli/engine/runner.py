@@ -1,9 +1,8 @@
 """Run a loaded model over one image: auto tile size, OOM halving, fp32 redo of overflowed tiles.
 
-Auto tile. Activation memory is estimated as ``bytes_per_output_pixel x (tile*scale)^2 x batch``,
-scaled by the dtype's size relative to fp32 (a deliberately simple, per-architecture heuristic:
-``ACTIVATION_BYTES`` below, or an ``ArchSpec.bytes_per_output_pixel`` field if the registry adds
-one). The tile is the largest multiple of ``spec.tile_multiple`` up to ``spec.default_tile`` whose
+Auto tile. Activation memory is estimated as ``ACTIVATION_BYTES x (tile*scale)^2 x batch`` (fp32
+bytes per output pixel, one generous figure for every architecture), scaled by the dtype's size
+relative to fp32. The tile is the largest multiple of ``spec.tile_multiple`` up to ``spec.default_tile`` whose
 estimate fits in ``MEMORY_FRACTION`` of the free memory (device memory on CUDA/MPS, available RAM on
 CPU); the whole image runs in one piece when it fits within that bound (and, for architectures
 that run any size, up to ``spec.whole_image_up_to`` times ``default_tile`` per side).
@@ -43,7 +42,6 @@ from realsr_cli.errors import OutOfMemoryError, UsageError
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "ACTIVATION_BYTES",
     "RunOptions",
     "RunResult",
     "auto_tile",
@@ -53,9 +51,8 @@ __all__ = [
 
 Progress = Callable[[int, int], None]
 
-#: fp32 activation bytes per output (HR) pixel at one tile, per architecture (heuristic, generous)
-ACTIVATION_BYTES: dict[str, int] = {}
-DEFAULT_ACTIVATION_BYTES = 2048
+#: fp32 activation bytes per output (HR) pixel at one tile (heuristic, generous)
+ACTIVATION_BYTES = 2048
 #: share of the free memory the estimate may use (the rest: weights' workspace, fragmentation)
 MEMORY_FRACTION = 0.6
 #: smallest tile side the OOM fallback tries (raised to spec.min_size / tile_multiple)
@@ -91,12 +88,8 @@ class RunResult:
 
 
 def _bytes_per_output_pixel(model: LoadedModel) -> float:
-    spec = model.spec
-    per_px = spec.bytes_per_output_pixel or ACTIVATION_BYTES.get(
-        spec.name, DEFAULT_ACTIVATION_BYTES
-    )
     itemsize = torch.empty((), dtype=model.dtype).element_size()
-    return float(per_px) * itemsize / 4
+    return float(ACTIVATION_BYTES) * itemsize / 4
 
 
 def estimate_bytes(model: LoadedModel, h: int, w: int, batch: int = 1) -> float:

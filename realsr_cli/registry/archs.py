@@ -67,8 +67,6 @@ class ArchSpec:
     #: (RealSRT: fixed patches of ``lr_patch`` with stride ``lr_patch // 2``); the engine's
     #: LoadedModel applies it over the three fields above
     tile_rules: Callable[[Any], tuple[int, int, int]] | None = None
-    #: activation memory per output pixel at fp32 for --tile auto (None: engine default)
-    bytes_per_output_pixel: int | None = None
     #: --tile auto runs the whole image (when it fits in memory) up to this many times
     #: ``default_tile`` per side; 1.0: ``default_tile`` is a hard cap (RealSRT's fixed patches).
     #: Above 1 for models that run any size: tiling a side just over the tile costs up to 4x the

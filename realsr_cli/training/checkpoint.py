@@ -247,7 +247,7 @@ def export_checkpoint(
                          hint="e.g. -o weights.safetensors")
     ckpt = load_checkpoint(checkpoint)
     if stage_cls is None:
-        from realsr_cli.training.run import get_stage
+        from realsr_cli.training.stages import get_stage
 
         stage_cls = get_stage(ckpt["stage"])
     config = from_dict(stage_cls.config_cls, ckpt["config"])

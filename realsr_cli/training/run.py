@@ -1,4 +1,5 @@
-"""Setting up a run: stage lookup, config resolution, run-folder checks, ``config.toml``.
+"""Setting up a run: config resolution, run-folder checks, ``config.toml`` (stage lookup:
+:func:`realsr_cli.training.stages.get_stage`).
 
 Config precedence (later wins): the stage's defaults (or, with ``--resume``, the config stored
 in the checkpoint) <- ``--config FILE.toml`` <- ``--set key=value`` <- ``--data`` /
@@ -11,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,37 +23,11 @@ from realsr_cli.training.checkpoint import find_checkpoint, has_checkpoints, loa
 
 __all__ = [
     "RunPlan",
-    "available_stages",
     "dumps_toml",
-    "get_stage",
     "plan_run",
     "resolve_config",
     "save_config",
 ]
-
-
-# ----------------------------------------------------------------------------- stages
-
-
-def available_stages() -> dict[str, Callable[[], type]]:
-    """``training.stages.STAGES`` (name -> lazy factory of the Stage class); {} if none yet."""
-    try:
-        from realsr_cli.training.stages import STAGES
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("realsr_cli.training.stages",):
-            raise
-        return {}
-    return dict(STAGES)
-
-
-def get_stage(name: str) -> type:
-    """The Stage class registered as ``name``; :class:`UsageError` (exit 2) when unknown."""
-    stages = available_stages()
-    if name not in stages:
-        known = ", ".join(sorted(stages)) or "none installed"
-        raise UsageError(f"unknown training stage {name!r}",
-                         hint=f"known stages: {known} (see `realsr train stages`)")
-    return stages[name]()
 
 
 # ----------------------------------------------------------------------------- config

@@ -28,16 +28,6 @@ CONFIGS = Path(__file__).resolve().parents[2] / "realsr_cli" / "configs"
 STEPS = 40
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny nets gain nothing from intra-op threads, and spinning OpenMP workers slow down by
-    # 10x or more when the CI cores are shared
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny(stage: str, *overrides: str):
     cls = get_stage(stage)
     cfg = from_dict(cls.config_cls, load_toml(str(CONFIGS / f"{stage}-tiny.toml")))

@@ -26,7 +26,7 @@ from realsr_cli.training.stages.ssr import (
     SSRStageConfig,
     build_seeded_model,
 )
-from tests.training.stage_helpers import CPU, StepCtx, smooth_images
+from tests.training.stage_helpers import CPU, first_last, smooth_images, train_steps
 
 CONFIGS = Path(realsr_cli.__file__).parent / "configs"
 STAGES = {
@@ -34,14 +34,6 @@ STAGES = {
     "ssr-nbsr": (SSRNBSRStage, SSRNBSRStageConfig),
     "ssr": (SSRStage, SSRStageConfig),
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _config(name: str, *overrides: str):
@@ -62,21 +54,7 @@ def _hq(n: int = 2, size: int = 32, seed: int = 0) -> dict[str, Tensor]:
 
 
 def _train(stage, steps: int, key: str) -> list[float]:
-    ctx = StepCtx(stage, stage.config.optim.lr)
-    for net in stage.nets.values():
-        net.train()
-    for module in stage.frozen():
-        module.eval()
-    batch = _hq()
-    losses = []
-    for step in range(steps):
-        ctx.step = step
-        losses.append(stage.train_step(batch, ctx)[key])
-    return losses
-
-
-def _dropped(losses: list[float]) -> tuple[float, float]:
-    return sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    return train_steps(stage, steps, _hq(), key)
 
 
 def _state(stage) -> dict[str, dict[str, Tensor]]:
@@ -98,7 +76,7 @@ def test_kernel_stage_lowers_the_kernel_and_depth_loss():
     stage = _stage("ssr-kernel")
     assert SSRKernelStage.name == "ssr-kernel" and SSRKernelStage.ema_net == "kernel"
     assert set(stage.param_groups()) == {"kernel"}
-    first, last = _dropped(_train(stage, 30, "total"))
+    first, last = first_last(_train(stage, 30, "total"))
     assert last < 0.8 * first, (first, last)
     assert stage.predict(torch.rand(1, 3, 8, 8)).shape == (1, 3, 32, 32)
 
@@ -107,7 +85,7 @@ def test_nbsr_stage_lowers_the_l1_loss_on_frozen_kernel_parts():
     stage = _stage("ssr-nbsr")
     assert SSRNBSRStage.name == "ssr-nbsr" and SSRNBSRStage.ema_net == "nbsr"
     before = {k: v.clone() for k, v in stage.model.state_dict().items()}
-    first, last = _dropped(_train(stage, 30, "l1"))
+    first, last = first_last(_train(stage, 30, "l1"))
     assert last < 0.9 * first, (first, last)
     after = stage.model.state_dict()
     assert _equal(before, after, "dkenet.") and _equal(before, after, "depth_estimator.")
@@ -120,7 +98,7 @@ def test_ssr_stage_lowers_the_loss_and_keeps_svkr_frozen():
     assert SSRStage.name == "ssr" and SSRStage.ema_net == "denoiser"
     assert set(stage.param_groups()) == {"denoiser"}
     before = {k: v.clone() for k, v in stage.model.state_dict().items()}
-    first, last = _dropped(_train(stage, 40, "total"))
+    first, last = first_last(_train(stage, 40, "total"))
     assert last < 0.95 * first, (first, last)
     after = stage.model.state_dict()
     for part in ("depth_estimator.", "dkenet.", "nbsr."):

@@ -39,14 +39,6 @@ STAGES = {"ugtsr-uncertainty": UGTSRUncertaintyStage, "ugtsr": UGTSRStage}
 ENCODER_PREFIXES = ("multiscale_encoder.", "before_quant_group.")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny nets gain nothing from threads on shared CI cores
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny(stage: str, *overrides: str):
     cfg = from_dict(STAGES[stage].config_cls, load_toml(str(CONFIGS / f"{stage}-tiny.toml")))
     return apply_overrides(cfg, list(overrides))

@@ -25,18 +25,9 @@ from realsr_cli.training.stages.upsr import (
     UPSRStage,
     UPSRStageConfig,
 )
-from tests.training.stage_helpers import CPU, StepCtx, smooth_images
+from tests.training.stage_helpers import CPU, first_last, smooth_images, train_steps
 
 CONFIGS = Path(realsr_cli.__file__).parent / "configs"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny nets: one thread is as fast and does not suffer when the cores are shared
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _config(cls, name: str, *overrides: str):
@@ -57,28 +48,11 @@ def _smooth_batch(n: int = 2, size: int = 64, seed: int = 0) -> dict[str, Tensor
     return {"hq": hq, "lq": F.interpolate(hq, scale_factor=0.25, mode="area")}
 
 
-def _train(stage, steps: int, batch: dict[str, Tensor], key: str) -> list[float]:
-    ctx = StepCtx(stage, stage.config.optim.lr)
-    for net in stage.nets.values():
-        net.train()
-    for module in stage.frozen():
-        module.eval()
-    losses = []
-    for step in range(steps):
-        ctx.step = step
-        losses.append(stage.train_step(batch, ctx)[key])
-    return losses
-
-
-def _dropped(losses: list[float]) -> tuple[float, float]:
-    return sum(losses[:5]) / 5, sum(losses[-5:]) / 5
-
-
 # --------------------------------------------------------------------------------- training
 def test_upsr_g_training_lowers_the_l1_loss():
     stage = _stage(UPSRGStage, _config(UPSRGStageConfig, "upsr-g-tiny"))
     assert UPSRGStage.name == "upsr-g" and stage.ema_net == "aux"
-    first, last = _dropped(_train(stage, 30, _smooth_batch(), "pixel"))
+    first, last = first_last(train_steps(stage, 30, _smooth_batch(), "pixel"))
     assert last < 0.6 * first, (first, last)
     sr = stage.predict(_smooth_batch(1)["lq"])
     assert sr.shape == (1, 3, 64, 64)
@@ -89,8 +63,8 @@ def test_upsr_training_lowers_the_loss_and_keeps_g_frozen():
     assert UPSRStage.name == "upsr" and stage.ema_net == "denoiser"
     assert set(stage.param_groups()) == {"denoiser"}
     g_before = {k: v.clone() for k, v in stage.model.aux.state_dict().items()}
-    losses = _train(stage, 30, _smooth_batch(), "total")
-    first, last = _dropped(losses)
+    losses = train_steps(stage, 30, _smooth_batch(), "total")
+    first, last = first_last(losses)
     assert last < 0.7 * first, (first, last)
     g_after = stage.model.aux.state_dict()
     assert all(torch.equal(g_before[k], g_after[k]) for k in g_before)
@@ -159,7 +133,7 @@ def test_timesteps_and_noise_come_from_the_seeded_stage_generator():
 # ------------------------------------------------------------------------------------ exports
 def test_exports_round_trip_through_the_registry_loader(tmp_path):
     g_stage = _stage(UPSRGStage, _config(UPSRGStageConfig, "upsr-g-tiny"))
-    _train(g_stage, 1, _smooth_batch(), "pixel")
+    train_steps(g_stage, 1, _smooth_batch(), "pixel")
     g_export = g_stage.export({"aux": g_stage.net("aux").state_dict()})
     assert g_export.arch == "upsr" and all(k.startswith("aux.") for k in g_export.state_dict)
     g_path = save_weights(tmp_path / "g.safetensors", arch=g_export.arch,
@@ -172,7 +146,7 @@ def test_exports_round_trip_through_the_registry_loader(tmp_path):
     stage = _stage(UPSRStage, cfg, seed=1)
     g_sd = g_stage.net("aux").state_dict()
     assert all(torch.equal(v, g_sd[k]) for k, v in stage.model.aux.state_dict().items())
-    _train(stage, 1, _smooth_batch(), "total")
+    train_steps(stage, 1, _smooth_batch(), "total")
 
     state = {"denoiser": stage.net("denoiser").state_dict()}
     export = stage.export(state)

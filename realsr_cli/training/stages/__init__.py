@@ -128,6 +128,6 @@ def get_stage(name: str) -> type[Stage]:
     except KeyError:
         raise UsageError(
             f"unknown training stage {name!r}",
-            hint=f"known stages: {', '.join(sorted(STAGES))}",
+            hint=f"known stages: {', '.join(sorted(STAGES))} (see `realsr train stages`)",
         ) from None
     return factory()

@@ -4,7 +4,7 @@ bench/quality_default.py wrote, so the same `realsr eval` commands can score it.
 `realsr upscale` refuses a g-only file (it is an input of the `upsr` stage, not a model), hence
 this script. The ATD shape comes from the run's resolved config.
 
-    python docs/default-model/experiments/run_g.py G.safetensors upsr-g.config.toml Q_DIR OUT_DIR
+    python docs/ugtsr-cpu/experiments/run_g.py G.safetensors upsr-g.config.toml Q_DIR OUT_DIR
 
 Q_DIR is a quality_default.py --out folder (Q_DIR/SET/lr/*.png); OUT_DIR/SET/*.png are written,
 8-bit, gray inputs give gray outputs (the mean of g's RGB).
