@@ -52,7 +52,7 @@ _AUX_REQUIRED = _REQUIRED - {"scale"}
 _AUX_OPTIONAL = {"sha256", "paper", "notes", "kind"}
 
 #: auxiliary (non-SR) architectures an ``kind = "aux"`` entry may name: the ImageNet VGGs of the
-#: training losses (loaded by realsr_cli.training.stages._common.read_vgg_state_dict), SSR's
+#: training losses (loaded by realsr_cli.training.stages.reconstruction.read_vgg_state_dict), SSR's
 #: depth estimators (archs.DEPTH_ARCHITECTURES, loaded by realsr_cli.engine.depth), the LPIPS
 #: metric's learned layers (``realsr eval --lpips``, loaded by realsr_cli.evaluation.lpips) and the
 #: DISTS metric's alpha/beta weights (``realsr eval --dists``, loaded by realsr_cli.evaluation.dists)

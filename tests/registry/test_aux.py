@@ -16,7 +16,7 @@ from realsr_cli.errors import (
 from realsr_cli.registry import hub
 from realsr_cli.registry.catalog import AUX_ARCHS, load_catalog
 from realsr_cli.training.losses import VGGFeatureExtractor
-from realsr_cli.training.stages._common import (
+from realsr_cli.training.stages.reconstruction import (
     ReconstructionLossConfig,
     check_vgg_inputs,
     load_vgg_weights,

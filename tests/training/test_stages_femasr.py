@@ -15,13 +15,13 @@ from realsr_cli.registry.loader import load_weights, save_weights
 from realsr_cli.training.losses import VGGFeatureExtractor
 from realsr_cli.training.run import config_stage
 from realsr_cli.training.stages import STAGES, get_stage
-from realsr_cli.training.stages._common import load_vgg_weights
 from realsr_cli.training.stages.femasr import (
     FeMaSRHRPStage,
     FeMaSRHRPStageConfig,
     FeMaSRStage,
     FeMaSRStageConfig,
 )
+from realsr_cli.training.stages.reconstruction import load_vgg_weights
 from tests.training.stage_helpers import CPU, StepCtx, smooth_images
 
 CONFIGS = Path(__file__).resolve().parents[2] / "realsr_cli" / "configs"

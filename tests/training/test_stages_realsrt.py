@@ -328,9 +328,9 @@ def test_critic_input_argmax_and_sample():
     assert all(0 <= row["replaced"] <= 1 for row in logs)
     peaked = torch.full((2, 5, 7), -1e4)
     peaked[..., 3] = 0
-    assert (rs._sample_tokens(peaked, 1.0) == 3).all()
+    assert (rs.sample_tokens(peaked, 1.0) == 3).all()
     torch.manual_seed(0)
-    draws = rs._sample_tokens(torch.zeros(1, 4000, 4), 1.0)
+    draws = rs.sample_tokens(torch.zeros(1, 4000, 4), 1.0)
     counts = torch.bincount(draws.flatten(), minlength=4).float() / 4000
     assert (counts - 0.25).abs().max() < 0.03
 

@@ -16,7 +16,7 @@ from realsr_cli.models.ugtsr import PRIOR_PREFIXES, UGTSRNet
 from realsr_cli.registry.loader import load_weights, save_weights
 from realsr_cli.training.losses import ud_loss
 from realsr_cli.training.run import config_stage
-from realsr_cli.training.stages._common import hrp_config_for
+from realsr_cli.training.stages.prior import hrp_config_for
 from realsr_cli.training.stages.ugtsr import (
     UGTSRStage,
     UGTSRStageConfig,

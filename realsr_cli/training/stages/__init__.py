@@ -55,25 +55,25 @@ def _ugtsr() -> type[Stage]:
 
 
 def _realsrt_vqgan() -> type[Stage]:
-    from realsr_cli.training.stages.realsrt import RealSRTVQGANStage
+    from realsr_cli.training.stages.realsrt.vqgan import RealSRTVQGANStage
 
     return RealSRTVQGANStage
 
 
 def _realsrt_generator() -> type[Stage]:
-    from realsr_cli.training.stages.realsrt import RealSRTGeneratorStage
+    from realsr_cli.training.stages.realsrt.generator import RealSRTGeneratorStage
 
     return RealSRTGeneratorStage
 
 
 def _realsrt_critic() -> type[Stage]:
-    from realsr_cli.training.stages.realsrt import RealSRTCriticStage
+    from realsr_cli.training.stages.realsrt.critic import RealSRTCriticStage
 
     return RealSRTCriticStage
 
 
 def _realsrt_ccm() -> type[Stage]:
-    from realsr_cli.training.stages.realsrt import RealSRTCCMStage
+    from realsr_cli.training.stages.realsrt.ccm import RealSRTCCMStage
 
     return RealSRTCCMStage
 

@@ -32,7 +32,7 @@ from realsr_cli.training.config import (
 )
 from realsr_cli.training.losses import charbonnier_loss, l1_loss, mse_loss
 from realsr_cli.training.stage import Export, Stage, StepContext
-from realsr_cli.training.stages._common import net_state_dict, scalars
+from realsr_cli.training.stages.helpers import net_state_dict, scalars
 
 log = logging.getLogger(__name__)
 

@@ -32,10 +32,8 @@ from realsr_cli.models.femasr import PRIOR_PREFIXES, FeMaSRConfig, FeMaSRNet, Fe
 from realsr_cli.training.config import (
     DataConfig,
     EMAConfig,
-    OptimConfig,
-    RunConfig,
     ScheduleConfig,
-    ValConfig,
+    StageConfigBase,
 )
 from realsr_cli.training.discriminators import UNetDiscriminatorConfig
 from realsr_cli.training.losses import (
@@ -45,26 +43,29 @@ from realsr_cli.training.losses import (
     vq_codebook_loss,
 )
 from realsr_cli.training.stage import Export, Stage, StepContext
-from realsr_cli.training.stages._common import (
+from realsr_cli.training.stages.adversarial import (
+    build_discriminator,
+    discriminator_step,
+    generator_adversarial_loss,
+)
+from realsr_cli.training.stages.helpers import net_state_dict, scalars
+from realsr_cli.training.stages.prior import (
     DECODER_MODULES,
     HRPInputsConfig,
-    ReconstructionLossConfig,
-    build_discriminator,
-    build_perceptual_loss,
     check_same_grid,
-    check_vgg_inputs,
     copy_prior,
-    discriminator_step,
     freeze_prior,
-    generator_adversarial_loss,
     hrp_codes,
     load_femasr_hrp,
-    load_vgg_weights,
-    net_state_dict,
     random_hrp,
-    reconstruction_terms,
-    scalars,
     tune_decoder,
+)
+from realsr_cli.training.stages.reconstruction import (
+    ReconstructionLossConfig,
+    build_perceptual_loss,
+    check_vgg_inputs,
+    load_vgg_weights,
+    reconstruction_terms,
 )
 
 __all__ = [
@@ -144,15 +145,12 @@ class FeMaSRHRPLossConfig(ReconstructionLossConfig):
 
 
 @dataclass(frozen=True)
-class FeMaSRHRPStageConfig:
+class FeMaSRHRPStageConfig(StageConfigBase):
     """``femasr-hrp``: the stage-I VQGAN on HR patches (``data.scale = 1``)."""
 
-    run: RunConfig = RunConfig()
     data: DataConfig = DataConfig(scale=1, patch_size=256, batch_size=16, pipeline="bsrgan")
-    optim: OptimConfig = OptimConfig()
     schedule: ScheduleConfig = _FIXED_LR
     ema: EMAConfig = _NO_EMA
-    val: ValConfig = ValConfig()
     model: FeMaSRConfig = FeMaSRConfig(scale=1, lq_stage=False)
     discriminator: UNetDiscriminatorConfig = UNetDiscriminatorConfig()
     loss: FeMaSRHRPLossConfig = FeMaSRHRPLossConfig()
@@ -342,15 +340,12 @@ class FeMaSRLossConfig(ReconstructionLossConfig):
 
 
 @dataclass(frozen=True)
-class FeMaSRStageConfig:
+class FeMaSRStageConfig(StageConfigBase):
     """``femasr``: the SR network on a frozen HRP (``inputs.hrp_weights``)."""
 
-    run: RunConfig = RunConfig()
     data: DataConfig = DataConfig(scale=4, patch_size=256, batch_size=16, pipeline="bsrgan")
-    optim: OptimConfig = OptimConfig()
     schedule: ScheduleConfig = _FIXED_LR
     ema: EMAConfig = _NO_EMA
-    val: ValConfig = ValConfig()
     model: FeMaSRConfig = FeMaSRConfig(scale=4, lq_stage=True)
     discriminator: UNetDiscriminatorConfig = UNetDiscriminatorConfig()
     inputs: HRPInputsConfig = HRPInputsConfig()

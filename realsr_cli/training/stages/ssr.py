@@ -90,7 +90,7 @@ from realsr_cli.training.degradations.spatial import (
 )
 from realsr_cli.training.losses import l1_loss, mse_loss
 from realsr_cli.training.stage import Export, Stage, StepContext
-from realsr_cli.training.stages._common import freeze, net_state_dict, scalars
+from realsr_cli.training.stages.helpers import freeze, net_state_dict, scalars
 
 log = logging.getLogger(__name__)
 

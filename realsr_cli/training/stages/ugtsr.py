@@ -61,12 +61,13 @@ from realsr_cli.models.ugtsr import (
 from realsr_cli.training.config import DataConfig
 from realsr_cli.training.losses import esu_loss, ud_loss
 from realsr_cli.training.stage import Export
-from realsr_cli.training.stages._common import HRPInputsConfig, copy_prior, freeze
 from realsr_cli.training.stages.femasr import (
     FeMaSRLossConfig,
     FeMaSRStage,
     FeMaSRStageConfig,
 )
+from realsr_cli.training.stages.helpers import freeze
+from realsr_cli.training.stages.prior import HRPInputsConfig, copy_prior
 
 log = logging.getLogger(__name__)
 

@@ -80,7 +80,7 @@ from realsr_cli.training.config import (
     OptimConfig,
     RunConfig,
     ScheduleConfig,
-    ValConfig,
+    StageConfigBase,
 )
 from realsr_cli.training.losses import (
     VGGFeatureExtractor,
@@ -89,13 +89,11 @@ from realsr_cli.training.losses import (
     mse_loss,
 )
 from realsr_cli.training.stage import Export, Stage, StepContext
-from realsr_cli.training.stages._common import (
+from realsr_cli.training.stages.helpers import freeze, net_state_dict, scalars
+from realsr_cli.training.stages.reconstruction import (
     LPIPS_VGG16_LAYERS,
     check_vgg_inputs,
-    freeze,
     load_vgg_weights,
-    net_state_dict,
-    scalars,
 )
 
 log = logging.getLogger(__name__)
@@ -157,7 +155,7 @@ def _check_scale(data: DataConfig, scale: int, where: str) -> None:
 
 
 @dataclass(frozen=True)
-class UPSRGStageConfig:
+class UPSRGStageConfig(StageConfigBase):
     """``upsr-g``: the auxiliary SR network g alone; ``model`` is its ATD config (the
     ``[model.aux]`` section of the ``upsr`` stage must equal it)."""
 
@@ -166,7 +164,6 @@ class UPSRGStageConfig:
     optim: OptimConfig = OptimConfig(lr=2e-4, betas=(0.9, 0.99))
     schedule: ScheduleConfig = ScheduleConfig(kind="constant", milestones=())
     ema: EMAConfig = EMAConfig(decay=0.999)
-    val: ValConfig = ValConfig()
     model: ATDConfig = ATDConfig()
     loss: UPSRGLossConfig = UPSRGLossConfig()
 
@@ -230,13 +227,13 @@ class UPSRLossConfig:
             raise ConfigError(f"loss.vgg_base_width must divide 64, got {self.vgg_base_width}")
 
     def vgg_weights(self, arch: str) -> str:
-        """The weights path or registry id for VGG ``arch`` (the interface ``_common``'s VGG
+        """The weights path or registry id for VGG ``arch`` (the interface ``stages.reconstruction``'s VGG
         helpers read)."""
         return self.vgg16_weights if arch == "vgg16" else ""
 
 
 @dataclass(frozen=True)
-class UPSRStageConfig:
+class UPSRStageConfig(StageConfigBase):
     """``upsr``: the denoiser (Algorithm 1) on a frozen g (``inputs.aux_weights``)."""
 
     run: RunConfig = RunConfig(max_steps=200_000, amp="fp16", checkpoint_every=10_000)
@@ -244,7 +241,6 @@ class UPSRStageConfig:
     optim: OptimConfig = OptimConfig(lr=1e-4, betas=(0.9, 0.999))
     schedule: ScheduleConfig = ScheduleConfig(kind="constant", milestones=(), warmup_steps=5000)
     ema: EMAConfig = EMAConfig(decay=0.999)
-    val: ValConfig = ValConfig()
     model: UPSRConfig = UPSRConfig()
     inputs: UPSRInputsConfig = UPSRInputsConfig()
     loss: UPSRLossConfig = UPSRLossConfig()

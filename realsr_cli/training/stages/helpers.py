@@ -1,0 +1,73 @@
+"""Small helpers every stage may use: freezing modules, logging scalars, exporting a net's state."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from realsr_cli.errors import WeightsError
+
+__all__ = [
+    "freeze",
+    "net_state_dict",
+    "params_frozen",
+    "scalars",
+]
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """``requires_grad_(False)`` and ``eval()``; returns ``module``."""
+    module.requires_grad_(False)
+    return module.eval()
+
+
+@contextlib.contextmanager
+def params_frozen(module: nn.Module) -> Iterator[nn.Module]:
+    """Temporarily set ``requires_grad=False`` on every parameter of ``module`` (restored after).
+
+    Graphs built inside treat the parameters as constants: gradients still flow *through* the
+    module to its inputs, but none accumulate in it.
+    """
+    params = [p for p in module.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+def scalars(terms: Mapping[str, Tensor | float]) -> dict[str, float]:
+    """Loss terms -> plain floats for logging, with a single device sync."""
+    keys = list(terms)
+    tensors = [
+        t.detach().float().reshape(()) if isinstance(t, Tensor) else torch.tensor(float(t))
+        for t in terms.values()
+    ]
+    if not tensors:
+        return {}
+    device = next((t.device for t in tensors if t.device.type != "cpu"), torch.device("cpu"))
+    values = torch.stack([t.to(device) for t in tensors]).tolist()
+    return dict(zip(keys, values, strict=True))
+
+
+def net_state_dict(net: nn.Module, state: Mapping[str, Tensor], *, what: str) -> dict[str, Tensor]:
+    """Exactly ``net``'s state-dict keys taken from ``state`` (e.g. an EMA copy).
+
+    A leading ``module.`` (a DDP wrapper's prefix) is tolerated; missing keys are a
+    :class:`WeightsError`, extra keys (training-only heads) are dropped.
+    """
+    own = net.state_dict()
+    if own and all(k.startswith("module.") for k in state):
+        state = {k[len("module.") :]: v for k, v in state.items()}
+    missing = [k for k in own if k not in state]
+    if missing:
+        raise WeightsError(
+            f"{what}: the state to export lacks {len(missing)} key(s) of the network, "
+            f"e.g. {missing[:3]}"
+        )
+    return {k: state[k] for k in own}
