@@ -6,6 +6,7 @@ no CLI/training code, and ``import realsr_cli`` stays light."""
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,20 +16,21 @@ import pytest
 PKG = Path(__file__).resolve().parent.parent / "realsr_cli"
 
 #: package -> the realsr_cli packages/modules it may import (itself always). Top-level modules:
-#: ``errors`` (imports nothing of ours), ``_config`` (errors), ``__init__`` (the version, lazily
-#: the engine API).
+#: ``errors`` and ``_noise`` (import nothing of ours), ``_config`` (errors), ``__init__`` (the
+#: version, lazily the engine API).
 LAYERS: dict[str, set[str]] = {
     "errors": set(),
+    "_noise": set(),
     "_config": {"errors"},
     "__init__": {"errors", "engine"},
     "__main__": {"cli"},
-    "diffusion": {"errors"},
-    "models": {"diffusion", "errors", "_config"},
-    "registry": {"models", "diffusion", "errors", "_config", "__init__"},
-    "engine": {"registry", "errors", "_config", "__init__"},
-    "evaluation": {"engine", "registry", "errors", "_config", "__init__"},
-    "training": {"models", "diffusion", "registry", "engine", "evaluation", "errors", "_config", "__init__"},
-    "cli": {"engine", "evaluation", "registry", "training", "models", "diffusion", "errors", "_config", "__init__"},
+    "diffusion": {"_noise", "errors"},
+    "models": {"_noise", "diffusion", "errors", "_config"},
+    "registry": {"_noise", "models", "diffusion", "errors", "_config", "__init__"},
+    "engine": {"_noise", "registry", "errors", "_config", "__init__"},
+    "evaluation": {"_noise", "engine", "registry", "errors", "_config", "__init__"},
+    "training": {"_noise", "models", "diffusion", "registry", "engine", "evaluation", "errors", "_config", "__init__"},
+    "cli": {"_noise", "engine", "evaluation", "registry", "training", "models", "diffusion", "errors", "_config", "__init__"},
 }
 #: third-party roots only some layers may import
 ONLY = {"typer": {"cli"}, "rich": {"cli"}, "click": {"cli"}}
@@ -82,6 +84,13 @@ MODULES = sorted(PKG.rglob("*.py"))
 
 def test_table_covers_every_layer():
     assert {_layer(p) for p in MODULES} <= set(LAYERS)
+
+
+def test_noise_is_drawn_in_one_place():
+    """STYLE §6: only realsr_cli/_noise.py calls torch.randn with a device (CPU draw, then move)."""
+    call = re.compile(r"torch\.randn\((?:[^()]|\([^()]*\))*\bdevice=")  # one call naming a device
+    offenders = [p for p in MODULES if p.name != "_noise.py" and call.search(p.read_text())]
+    assert not offenders, offenders
 
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PKG)))

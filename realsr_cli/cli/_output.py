@@ -46,6 +46,11 @@ def error(message: str, hint: str | None = None) -> None:
         err.print(f"[dim]hint:[/] {escape(hint)}", markup=True, soft_wrap=True)
 
 
+def interrupted() -> None:
+    """The one error line for Ctrl-C / SIGTERM (exit 130): nothing is left half-written."""
+    error("interrupted", "nothing half-written was left behind; run the command again to resume")
+
+
 def warn(message: str) -> None:
     err.print(f"[yellow]warning:[/] {escape(message)}", markup=True, soft_wrap=True)
 

@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
         _output.error(exc.message, exc.hint)
         sys.exit(exc.exit_code)
     except (KeyboardInterrupt, typer.Abort, click.exceptions.Abort):
-        _output.error("interrupted", "nothing half-written was left behind; run the command again to resume")
+        _output.interrupted()
         sys.exit(EXIT_INTERRUPTED)
     except MemoryError as exc:  # includes torch.OutOfMemoryError
         _output.error(f"out of memory: {exc}", "try a smaller --tile (e.g. --tile 128) or --device cpu")

@@ -144,7 +144,7 @@ def _report(summary: engine_batch.BatchSummary, json_out: bool) -> None:
     # the error line main() would print for exit 130 / exit 6; printed here so that it is out
     # before the ranks leave (the caller then exits with the code)
     if summary.interrupted:
-        _output.error("interrupted", "nothing half-written was left behind; run the command again to resume")
+        _output.interrupted()
     elif summary.failed:
         _output.error(f"{len(summary.failed)} of {summary.total} image(s) failed",
                       "see the warnings above; rerun with --skip-existing to retry only the failures")

@@ -32,6 +32,9 @@ import math
 import torch
 from torch import Tensor
 
+from realsr_cli._noise import randn
+from realsr_cli._noise import randn_like as _randn_like
+
 __all__ = ["BETA_SCHEDULES", "DDPMSchedule", "make_betas"]
 
 #: names accepted by :func:`make_betas`
@@ -59,12 +62,6 @@ def make_betas(
         f = torch.cos((steps + 0.008) / 1.008 * math.pi / 2) ** 2
         return (1 - f[1:] / f[:-1]).clamp(max=0.999)
     raise ValueError(f"unknown beta schedule {schedule!r}; use one of {', '.join(BETA_SCHEDULES)}")
-
-
-def _randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
-    """Standard normal noise shaped like ``x``, drawn on the CPU in fp32 and moved (STYLE §6)."""
-    noise = torch.randn(x.shape, generator=generator, dtype=torch.float32, device="cpu")
-    return noise.to(device=x.device, dtype=x.dtype)
 
 
 class DDPMSchedule:
@@ -171,8 +168,7 @@ class DDPMSchedule:
         dtype: torch.dtype = torch.float32,
     ) -> Tensor:
         """``x_T ~ N(0, I)`` of ``shape``, drawn on the CPU in fp32 and moved to device/dtype."""
-        noise = torch.randn(shape, generator=generator, dtype=torch.float32, device="cpu")
-        return noise.to(device=device, dtype=dtype)
+        return randn(shape, generator=generator, device=device, dtype=dtype)
 
     # ------------------------------------------------------------------ reverse process
     def sigma(self, t: Tensor | int, eta: float, like: Tensor) -> Tensor:

@@ -34,6 +34,8 @@ import math
 import torch
 from torch import Tensor
 
+from realsr_cli._noise import randn_like as _randn_like
+
 __all__ = ["ResShiftSchedule", "exponential_sqrt_etas", "uncertainty_weight"]
 
 
@@ -67,12 +69,6 @@ def uncertainty_weight(
     """
     psi = ((y_hat - y) / 2).abs()
     return min_weight + (1 - min_weight) * (psi.clamp(0.0, psi_max) / psi_max)
-
-
-def _randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
-    """Standard normal noise shaped like ``x``, drawn on the CPU (STYLE §6) and moved to x's device."""
-    noise = torch.randn(x.shape, generator=generator, dtype=torch.float32, device="cpu")
-    return noise.to(device=x.device, dtype=x.dtype)
 
 
 class ResShiftSchedule:

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from realsr_cli import _noise
 from realsr_cli.errors import DeviceError, UsageError
 
 log = logging.getLogger(__name__)
@@ -167,12 +168,9 @@ def randn(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> Tensor:
-    """Standard normal noise drawn on the CPU in float32, then cast to ``dtype`` and moved.
-
-    The same generator state gives the same noise on every device (cf. diffusers ``randn_tensor``).
-    """
-    noise = torch.randn(tuple(shape), generator=generator, device="cpu", dtype=torch.float32)
-    return noise.to(device=device, dtype=dtype)
+    """Standard normal noise drawn on the CPU in float32, then cast to ``dtype`` and moved
+    (:func:`realsr_cli._noise.randn`, the package's one noise rule)."""
+    return _noise.randn(shape, generator=generator, device=device, dtype=dtype)
 
 
 _OOM_MESSAGES = (

@@ -20,6 +20,7 @@ from realsr_cli.engine.device import resolve_device
 from realsr_cli.engine.distributed import (  # shared with `realsr batch`
     DistInfo,
     all_gather_objects,
+    barrier,
     env_info,
 )
 from realsr_cli.errors import DeviceError
@@ -79,11 +80,6 @@ def teardown() -> None:
 
 def _active() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def barrier() -> None:
-    if _active():
-        dist.barrier()
 
 
 def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:

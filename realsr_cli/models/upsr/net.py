@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from realsr_cli._noise import randn
 from realsr_cli.diffusion.resshift import ResShiftSchedule, uncertainty_weight
 from realsr_cli.models.upsr.atd import ATD
 from realsr_cli.models.upsr.config import ATDConfig, UPSRConfig, UPSRDenoiserConfig
@@ -159,7 +160,7 @@ class UPSRNet(nn.Module):
         cond = self.condition(lq)
         shape = self.noise_shape(lq.shape)
         if noise is None:
-            noise = torch.randn(shape, generator=generator, dtype=torch.float32, device="cpu")
+            noise = randn(shape, generator=generator)
         elif tuple(noise.shape) != shape:
             raise ValueError(
                 f"noise must have the padded HR shape {shape}, got {tuple(noise.shape)}"

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from realsr_cli import _noise
 from realsr_cli.errors import UsageError
 
 __all__ = [
@@ -79,5 +80,4 @@ def randn(
     like: Tensor,
 ) -> Tensor:
     """Standard normal noise drawn on the CPU in float32, then moved/cast like ``like``."""
-    noise = torch.randn(tuple(shape), generator=generator, dtype=torch.float32)
-    return noise.to(device=like.device, dtype=like.dtype)
+    return _noise.randn(shape, generator=generator, device=like.device, dtype=like.dtype)

@@ -27,6 +27,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from realsr_cli._noise import randn
 from realsr_cli.errors import ConfigError, UsageError
 from realsr_cli.models.femasr import PRIOR_PREFIXES, FeMaSRConfig, FeMaSRNet, FeMaSROutput
 from realsr_cli.training.config import (
@@ -301,7 +302,7 @@ class FeMaSRHRPStage(Stage):
             flat = feats.detach().float().permute(0, 2, 3, 1).reshape(-1, quantizer.code_dim)
             gen = torch.Generator().manual_seed(self.config.run.seed * 1_000_003 + step)
             pick = torch.randint(flat.shape[0], (dead.numel(),), generator=gen).to(flat.device)
-            noise = torch.randn(dead.numel(), flat.shape[1], generator=gen).to(flat.device)
+            noise = randn((dead.numel(), flat.shape[1]), generator=gen, device=flat.device)
             fresh = flat[pick] + 0.01 * flat.std() * noise
             quantizer.embedding.weight.data[dead] = fresh.to(quantizer.embedding.weight.dtype)
             if dist.is_available() and dist.is_initialized():
