@@ -5,6 +5,11 @@
 - ``reference``: ``reference_mode()``, the opt-in untuned formulation (explicit attention, masks
   rebuilt per call) that ``bench/`` times against ours.
 - ``vq``: nearest-neighbour vector quantizer over a learned codebook, with distances and top-k.
+- ``unet``: the diffusion UNet's blocks (timestep embedding, scale-shift ResBlock, down/up) of UPSR
+  and SSR.
+- ``rrdb``: ESRGAN's residual-in-residual dense block (SSR's NBSR).
+- ``pad``: symmetric (edge-repeating) mirror padding (FeMaSR's ``test()`` padding, MATLAB's border).
+- ``tracing``: value-preserving settings for ONNX tracing (the ``ExportOverrides`` capability).
 
 Attribute names follow the official checkpoints that use these layers, because state-dict keys are
 public API (STYLE.md §2).

@@ -17,7 +17,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+
+from realsr_cli.models._blocks.reference import explicit_attention, reference_enabled
 
 __all__ = [
     "MASK_VALUE",
@@ -26,6 +29,7 @@ __all__ = [
     "relative_position_index",
     "shifted_window_mask",
     "WindowAttention",
+    "window_attention",
     "SwinMlp",
     "SwinBlock",
     "SwinStage",
@@ -91,6 +95,29 @@ def shifted_window_mask(
     return torch.zeros(differs.shape, device=device).masked_fill(differs, MASK_VALUE)
 
 
+def window_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, mask: Tensor | None) -> Tensor:
+    """``softmax(q k^T / sqrt(d) + B + M) v`` over the windows of B images (Swin eq. 4).
+
+    q, k, v (B*nW, heads, N, d); ``bias`` B (1, heads, N, N); ``mask`` M (nW, N, N) additive or
+    None (windows of one image in the order of ``window_partition``). Returns (B*nW, heads, N, d).
+    Fused ``scaled_dot_product_attention`` by default; under ``reference_mode()`` the official
+    formulation (explicit logits, the mask added through a (B, nW, ...) view).
+    """
+    bw, heads, n, _ = q.shape
+    if reference_enabled():
+        if mask is None:
+            return explicit_attention(q, k, v, bias.to(q.dtype))
+        nw = mask.shape[0]
+        attn = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1) + bias.to(q.dtype)
+        attn = attn.view(bw // nw, nw, heads, n, n) + mask[None, :, None].to(q.dtype)
+        return attn.view(bw, heads, n, n).softmax(dim=-1) @ v
+    if mask is not None:
+        bias = bias + mask.unsqueeze(1)  # nW, heads, N, N
+        if bw != mask.shape[0]:  # several images: SDPA wants the batch dim spelled out
+            bias = bias.repeat(bw // mask.shape[0], 1, 1, 1)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))
+
+
 class WindowAttention(nn.Module):
     """Multi-head self-attention inside square windows with a learned relative position bias.
 
@@ -127,14 +154,7 @@ class WindowAttention(nn.Module):
         bw, n, c = x.shape
         heads = self.num_heads
         q, k, v = self.qkv(x).view(bw, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4).unbind(0)
-        logits = (q * self.scale) @ k.transpose(-2, -1) + self.position_bias().unsqueeze(0)
-        if mask is not None:
-            n_windows = mask.shape[0]
-            logits = logits.view(bw // n_windows, n_windows, heads, n, n) + mask[None, :, None].to(
-                logits.dtype
-            )
-            logits = logits.view(bw, heads, n, n)
-        out = logits.softmax(dim=-1) @ v  # (B*nW, heads, N, C/heads)
+        out = window_attention(q, k, v, self.position_bias().unsqueeze(0), mask)
         return self.proj(out.transpose(1, 2).reshape(bw, n, c))
 
 

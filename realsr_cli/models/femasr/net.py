@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from realsr_cli.models._blocks.conv import DownBlock, UpBlock
+from realsr_cli.models._blocks.pad import mirror_pad
 from realsr_cli.models._blocks.swin import RSTB
 from realsr_cli.models._blocks.tracing import tracing_overrides
 from realsr_cli.models._blocks.vq import Quantized, VectorQuantizer
@@ -68,25 +69,6 @@ class FeMaSROutput:
     z_quant: Tensor
     codes: Tensor
     indices: Tensor
-
-
-def mirror_pad(x: Tensor, height: int, width: int) -> Tensor:
-    """Pad (B,C,H,W) at the bottom/right to (B,C,height,width) with mirrored copies.
-
-    The copy is symmetric (edge pixel repeated): rows ``H-1, H-2, ...`` follow row ``H-1``, as in
-    the official ``test()`` (``cat([x, flip(x)])`` then crop). Pads longer than the image, where
-    the official code breaks, continue the same reflection periodically.
-    """
-
-    def extend(t: Tensor, dim: int, size: int) -> Tensor:
-        n = t.shape[dim]
-        pieces, total = [t], n
-        while total < size:
-            pieces.append(t.flip(dim) if len(pieces) % 2 else t)
-            total += n
-        return torch.cat(pieces, dim).narrow(dim, 0, size) if len(pieces) > 1 else t
-
-    return extend(extend(x, 2, height), 3, width)
 
 
 class SwinLayers(nn.Module):

@@ -16,6 +16,7 @@ from realsr_cli.models.ssr.config import (
     SSRDenoiserConfig,
     SSRScheduleConfig,
 )
+from realsr_cli.models.ssr.convert import config_from_state_dict, convert_official_state_dict
 from realsr_cli.models.ssr.denoiser import SSRDenoiser
 from realsr_cli.models.ssr.depth import DepthHead
 from realsr_cli.models.ssr.dkenet import DABlock, DKENet, MAConv, SFTLayer
@@ -23,8 +24,6 @@ from realsr_cli.models.ssr.nbsr import NBSR, RRDB
 from realsr_cli.models.ssr.net import (
     SSRCondition,
     SSRNet,
-    config_from_state_dict,
-    convert_official_state_dict,
     kernel_variance,
     pad_to_multiple,
 )

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from realsr_cli.models._blocks.unet import Downsample, ResBlock, Upsample, timestep_embedding
 from realsr_cli.models.ssr.amf import (
     AMFBlock,
     ModalityEncoder,
@@ -31,7 +32,6 @@ from realsr_cli.models.ssr.amf import (
     kernel_input,
 )
 from realsr_cli.models.ssr.config import SSRDenoiserConfig
-from realsr_cli.models.upsr.unet import Downsample, ResBlock, Upsample, timestep_embedding
 
 __all__ = ["SSRDenoiser"]
 

@@ -17,14 +17,16 @@ from realsr_cli.models.upsr.config import (
     UPSRDiffusionConfig,
     reduced_config,
 )
+from realsr_cli.models.upsr.convert import (
+    config_from_state_dict,
+    convert_official_state_dict,
+    merge_official,
+)
 from realsr_cli.models.upsr.net import (
     AUX_PREFIX,
     DENOISER_PREFIX,
     UPSRCondition,
     UPSRNet,
-    config_from_state_dict,
-    convert_official_state_dict,
-    merge_official,
 )
 from realsr_cli.models.upsr.unet import SwinUNet
 

@@ -34,8 +34,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from realsr_cli.models._blocks.reference import explicit_attention, reference_enabled
+from realsr_cli.models._blocks.swin import relative_position_index, window_attention
 from realsr_cli.models.upsr.config import ATDConfig
-from realsr_cli.models.upsr.swin import MaskCache, relative_position_index
+from realsr_cli.models.upsr.swin import MaskCache
 
 __all__ = ["ATD", "shifted_window_mask"]
 
@@ -93,19 +94,7 @@ class _WindowAttention(nn.Module):
         q, k, v = qkv.view(bw, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
         bias = self.relative_position_bias_table[rpi.view(-1)].view(n, n, -1)
         bias = bias.permute(2, 0, 1).contiguous().unsqueeze(0)  # 1, heads, N, N
-        if reference_enabled():  # the official formulation (``_blocks.reference``)
-            attn = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1) + bias
-            if mask is not None:
-                nw = mask.shape[0]
-                attn = attn.view(bw // nw, nw, self.num_heads, n, n) + mask[None, :, None]
-                attn = attn.view(bw, self.num_heads, n, n)
-            out = attn.softmax(dim=-1) @ v
-            return self.proj(out.transpose(1, 2).reshape(bw, n, c))
-        if mask is not None:
-            bias = bias + mask.unsqueeze(1)  # nW, heads, N, N
-            if bw != mask.shape[0]:  # several images: SDPA wants the batch dim spelled out
-                bias = bias.repeat(bw // mask.shape[0], 1, 1, 1)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))
+        out = window_attention(q, k, v, bias, mask)
         return self.proj(out.transpose(1, 2).reshape(bw, n, c))
 
 

@@ -24,10 +24,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from realsr_cli.models._blocks.reference import explicit_attention, reference_enabled
+from realsr_cli.models._blocks.reference import reference_enabled
+from realsr_cli.models._blocks.swin import WindowAttention, relative_position_index
 
 __all__ = [
     "MaskCache",
@@ -39,15 +39,6 @@ __all__ = [
 ]
 
 _MASK_VALUE = -100.0
-
-
-def relative_position_index(window: int) -> Tensor:
-    """Index into the (2w-1)^2 relative-bias table for every token pair of a window: int64 (w^2, w^2)."""
-    coords = torch.stack(
-        torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")
-    ).flatten(1)
-    rel = (coords[:, :, None] - coords[:, None, :]) + (window - 1)  # 2, w^2, w^2
-    return rel[0] * (2 * window - 1) + rel[1]
 
 
 def row_region_mask(height: int, width: int, window: int, shift: int) -> Tensor:
@@ -87,58 +78,6 @@ class MaskCache:
         while len(self._items) > self._capacity:
             self._items.pop(next(iter(self._items)))
         return mask
-
-
-class WindowAttention(nn.Module):
-    """Multi-head self-attention inside (B*nW, N, C) windows with a relative position bias.
-
-    Keys: ``relative_position_bias_table`` ((2w-1)^2, heads), ``relative_position_index`` (buffer,
-    int64 (N, N)), ``qkv`` (C -> 3C), ``proj`` (C -> C).
-    """
-
-    def __init__(self, dim: int, window: int, num_heads: int) -> None:
-        super().__init__()
-        self.window = window
-        self.num_heads = num_heads
-        self.relative_position_bias_table = nn.Parameter(
-            torch.zeros((2 * window - 1) ** 2, num_heads)
-        )
-        self.register_buffer("relative_position_index", relative_position_index(window))
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
-
-    def position_bias(self) -> Tensor:
-        """The bias ``B`` of every head: (heads, N, N)."""
-        n = self.window * self.window
-        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
-        return bias.view(n, n, self.num_heads).permute(2, 0, 1).contiguous()
-
-    def forward(self, tokens: Tensor, mask: Tensor | None = None) -> Tensor:
-        """tokens (B*nW, N, C) windows of B images; mask (nW, N, N) or None -> (B*nW, N, C)."""
-        bw, n, c = tokens.shape
-        qkv = self.qkv(tokens).view(bw, n, 3, self.num_heads, c // self.num_heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each B*nW, heads, N, d
-        bias = self.position_bias().unsqueeze(0)  # 1, heads, N, N
-        if reference_enabled():  # the official formulation (``_blocks.reference``)
-            return self.proj(self._explicit(q, k, v, bias, mask).transpose(1, 2).reshape(bw, n, c))
-        if mask is not None:
-            bias = bias + mask.unsqueeze(1)  # nW, heads, N, N
-            if bw != mask.shape[0]:  # several images: SDPA wants the batch dim spelled out
-                bias = bias.repeat(bw // mask.shape[0], 1, 1, 1)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(tokens.dtype))
-        return self.proj(out.transpose(1, 2).reshape(bw, n, c))
-
-    def _explicit(
-        self, q: Tensor, k: Tensor, v: Tensor, bias: Tensor, mask: Tensor | None
-    ) -> Tensor:
-        """Reference path: explicit logits, the mask added per image through a (B, nW, ...) view."""
-        if mask is None:
-            return explicit_attention(q, k, v, bias.to(q.dtype))
-        bw, heads, n, d = q.shape
-        nw = mask.shape[0]
-        attn = (q * d**-0.5) @ k.transpose(-2, -1) + bias.to(q.dtype)
-        attn = attn.view(bw // nw, nw, heads, n, n) + mask[None, :, None]
-        return attn.view(bw, heads, n, n).softmax(dim=-1) @ v
 
 
 class _ConvMlp(nn.Module):

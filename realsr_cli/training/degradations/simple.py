@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from realsr_cli.errors import ConfigError
+from realsr_cli.models._blocks.pad import mirror_pad_all
 from realsr_cli.training.degradations import _random as rnd
 from realsr_cli.training.degradations import ops
 from realsr_cli.training.degradations.kernels import gaussian_kernel
@@ -78,16 +79,6 @@ class BicubicDegradation:
         return ops.quantize_8bit(matlab_bicubic_down(hr, self.scale))
 
 
-def _symmetric_pad(x: Tensor, pad: int, dim: int) -> Tensor:
-    """Mirror ``pad`` samples at both ends of ``dim`` repeating the edge sample (MATLAB's
-    ``symmetric``), however short the side (the mirror image repeats as often as needed)."""
-    n = x.shape[dim]
-    idx = torch.arange(-pad, n + pad, device=x.device)
-    period = torch.remainder(idx, 2 * n)
-    idx = torch.where(period < n, period, 2 * n - 1 - period)
-    return x.index_select(dim, idx)
-
-
 def matlab_bicubic_down(hr: Tensor, scale: int) -> Tensor:
     """MATLAB ``imresize(hr, 1/scale)`` (bicubic, antialiased) of (B,C,H,W) with H, W multiples
     of ``scale`` (others are cropped at the bottom/right); float, not rounded."""
@@ -95,7 +86,7 @@ def matlab_bicubic_down(hr: Tensor, scale: int) -> Tensor:
     oh, ow = _out_size(hr, scale)
     x = hr[..., : oh * scale, : ow * scale]
     pad = 2 * scale  # the stretched kernel's radius in HR pixels, on the LR grid
-    x = _symmetric_pad(_symmetric_pad(x, pad, 2), pad, 3)
+    x = mirror_pad_all(x, pad)
     out = F.interpolate(x, size=(oh + 4, ow + 4), mode="bicubic", align_corners=False, antialias=True)
     return out[..., 2:-2, 2:-2]
 
