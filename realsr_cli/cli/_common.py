@@ -34,20 +34,20 @@ def load(
 
 def options(
     *,
-    scale: float | None,
-    tile: str,
-    tile_overlap: int | None,
-    tile_batch: int,
-    seed: int | None,
-    steps: int | None,
-    alpha: str,
-    bit_depth: int | None,
-    quality: int,
-    fmt: str | None,
-    max_pixels: int | None,
+    scale: float | None = None,
+    tile: str = "auto",
+    tile_overlap: int | None = None,
+    tile_batch: int = 1,
+    seed: int | None = None,
+    steps: int | None = None,
+    alpha: str = "bicubic",
+    bit_depth: int | None = None,
+    quality: int = 95,
+    fmt: str | None = None,
+    max_pixels: int | None = None,
 ) -> api.UpscaleOptions:
-    if bit_depth not in (None, 8, 16):
-        raise UsageError(f"--bit-depth must be 8 or 16, got {bit_depth}")
+    """The one place the CLI builds (and so validates) the engine's options; every command that
+    runs a model (upscale, batch, eval) calls it and passes the result down unchanged."""
     kwargs = {} if max_pixels is None else {"max_pixels": max_pixels or None}
     return api.UpscaleOptions(
         scale=scale,

@@ -26,9 +26,7 @@ from realsr_cli.cli._options import (
     TileOpt,
     TileOverlapOpt,
     WeightsOpt,
-    parse_tile,
 )
-from realsr_cli.engine import api
 from realsr_cli.errors import BatchFailedError, UsageError
 from realsr_cli.evaluation import folders, pairs
 
@@ -154,9 +152,7 @@ def eval_cmd(
                          hint="drop them (use --crop-border to change the crop)")
     ks = _top_k(top_k)
     opts = pairs.EvalOptions(
-        upscale=api.UpscaleOptions(
-            tile=parse_tile(tile), tile_overlap=tile_overlap, seed=seed, steps=steps
-        ),
+        upscale=_common.options(tile=tile, tile_overlap=tile_overlap, seed=seed, steps=steps),
         crop_border=crop_border,
         top_k=ks,
         save_dir=Path(save_dir) if save_dir else None,

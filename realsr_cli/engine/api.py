@@ -142,20 +142,27 @@ def convert_checkpoint(
 
 
 @dataclass(frozen=True)
-class UpscaleOptions:
-    """What to do with one image (the engine-level twin of `realsr upscale`'s options)."""
+class UpscaleOptions(RunOptions):
+    """What to do with one image (the engine-level twin of `realsr upscale`'s options): how to run
+    the model (the :class:`RunOptions` fields: tile, tile_overlap, tile_batch, seed, steps) and what
+    to do with the image around it. Built and validated once (by the CLI or a caller) and passed
+    down as is: ``run_model`` takes it directly."""
 
     scale: float | None = None  # None = the model's native scale
-    tile: int | None = None  # None = auto, 0 = whole image
-    tile_overlap: int | None = None
-    tile_batch: int = 1
-    seed: int | None = None
-    steps: int | None = None
     alpha: Literal["bicubic", "model"] = "bicubic"
     bit_depth: int | None = None  # None = as the input
     quality: int = 95
     format: str | None = None  # None = from the output suffix
     max_pixels: int | None = io.DEFAULT_MAX_PIXELS
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.scale is not None and not self.scale > 0:
+            raise UsageError(f"--scale must be positive, got {self.scale}")
+        if self.bit_depth not in (None, 8, 16):
+            raise UsageError(f"--bit-depth must be 8 or 16, got {self.bit_depth}")
+        if self.alpha not in ("bicubic", "model"):
+            raise UsageError(f"--alpha must be bicubic or model, got {self.alpha!r}")
 
 
 @dataclass
@@ -225,20 +232,11 @@ def upscale_image(
 
     Returns the output image and run info (tile, tiles, seed, fp32_fallbacks, scale).
     """
-    run_opts = RunOptions(
-        tile=options.tile,
-        tile_overlap=options.tile_overlap,
-        tile_batch=options.tile_batch,
-        seed=options.seed,
-        steps=options.steps,
-    )
     h, w = image.height, image.width
     target_scale = float(options.scale) if options.scale else float(model.scale)
-    if target_scale <= 0:
-        raise UsageError(f"--scale must be positive, got {options.scale}")
     out_h, out_w = max(1, round(h * target_scale)), max(1, round(w * target_scale))
 
-    result = run_model(model, _to_tensor(image.pixels), run_opts, progress=progress)
+    result = run_model(model, _to_tensor(image.pixels), options, progress=progress)
     if has(model.net, TileNotes):  # community models warn when tiled against advice
         model.net.note_tiles(result.tiles)
     pixels = _to_pixels(result.sr, image.pixels.shape[2])
@@ -251,7 +249,7 @@ def upscale_image(
     if image.alpha is not None:
         if options.alpha == "model":
             a = np.repeat(image.alpha[..., None], 3, axis=2)
-            a_res = run_model(model, _to_tensor(a), replace(run_opts), progress=None)
+            a_res = run_model(model, _to_tensor(a), options, progress=None)
             alpha = _to_pixels(a_res.sr, 1)[..., 0]
             if alpha.shape != (out_h, out_w):
                 alpha = io.resize(alpha, (out_h, out_w))

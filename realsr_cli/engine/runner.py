@@ -73,6 +73,17 @@ class RunOptions:
     seed: int | None = None
     steps: int | None = None
 
+    def __post_init__(self) -> None:
+        """Validated once, where the options are built (CLI, Python API); ``run_model`` trusts them."""
+        if self.tile is not None and self.tile < 0:
+            raise UsageError(f"--tile must be auto, 0 or positive, got {self.tile}")
+        if self.tile_overlap is not None and self.tile_overlap < 0:
+            raise UsageError(f"--tile-overlap must be >= 0, got {self.tile_overlap}")
+        if self.tile_batch < 1:
+            raise UsageError(f"--tile-batch must be >= 1, got {self.tile_batch}")
+        if self.steps is not None and self.steps < 1:
+            raise UsageError(f"--steps must be >= 1, got {self.steps}")
+
 
 @dataclass
 class RunResult:
@@ -186,17 +197,11 @@ def run_model(
     """Upscale ``lq`` (N,3,H,W) float32 in [0,1] on the CPU -> :class:`RunResult` (sr on the CPU)."""
     if lq.ndim != 4:
         raise UsageError(f"expected lq of shape (N,3,H,W), got {tuple(lq.shape)}")
-    if options.tile is not None and options.tile < 0:
-        raise UsageError(f"--tile must be auto, 0 or positive, got {options.tile}")
-    if options.tile_batch < 1:
-        raise UsageError(f"--tile-batch must be >= 1, got {options.tile_batch}")
     spec = model.spec
     lq = lq.detach().to("cpu", torch.float32)
     height, width = lq.shape[-2:]
     seed = devices.make_generator(options.seed).initial_seed() if spec.stochastic else None
     overlap = spec.default_overlap if options.tile_overlap is None else options.tile_overlap
-    if overlap < 0:
-        raise UsageError(f"--tile-overlap must be >= 0, got {overlap}")
 
     if not spec.tileable or options.tile == 0:
         tile = 0

@@ -346,12 +346,17 @@ def test_default_overlap_shrinks_with_small_tiles():
     assert res.tiles == len(plan_tiles(50, 50, 16, 8))
 
 
-@pytest.mark.parametrize(
-    "opts", [RunOptions(tile=-1), RunOptions(tile_batch=0), RunOptions(tile_overlap=-2)]
-)
-def test_bad_options_are_usage_errors(opts):
+@pytest.mark.parametrize("bad", [{"tile": -1}, {"tile_batch": 0}, {"tile_overlap": -2}, {"steps": 0}])
+def test_bad_options_are_usage_errors_when_built(bad):
+    """Validated once, where the options are made (CLI or caller), not again in run_model."""
+    from realsr_cli.engine.api import UpscaleOptions
+
     with pytest.raises(UsageError):
-        run_model(loaded(LocalNet()), image(20, 20), opts)
+        RunOptions(**bad)
+    with pytest.raises(UsageError):
+        UpscaleOptions(**bad)
+    with pytest.raises(UsageError, match="bit-depth"):
+        UpscaleOptions(bit_depth=12)
 
 
 @pytest.mark.parametrize("tile", [0, 16])
