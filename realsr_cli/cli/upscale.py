@@ -59,6 +59,9 @@ def upscale(
     save_aux: SaveAuxOpt = None,
     depth_estimator: DepthEstimatorOpt = "auto",
     offline: OfflineOpt = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Allow -o to name the input file itself (replaces the original).")
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Upscale one image.
@@ -85,10 +88,13 @@ def upscale(
         scale=scale, tile=tile, tile_overlap=tile_overlap, tile_batch=tile_batch, seed=seed, steps=steps,
         alpha=alpha.value, bit_depth=bit_depth, quality=quality, fmt=fmt, max_pixels=max_pixels,
     )
+    if output is not None:
+        api.check_not_input(input, output, overwrite=overwrite)  # before any model work
     stdin = sys.stdin.buffer.read() if input == "-" else None
     with _output.progress() as view:
         m = _common.load(model, weights, scale, device, precision.value, offline, view, depth_estimator)
         dst = output or str(api.default_output_path(input, scale or m.scale))
+        api.check_not_input(input, dst, overwrite=overwrite)
         api.check_output_writable(dst)
         if save_aux is not None:
             api.check_aux(m, save_aux)

@@ -37,7 +37,7 @@ import struct
 import threading
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -276,6 +276,11 @@ def _exif_of(im: Image.Image) -> tuple[int, bytes | None]:
             kept[_EXIF_IFD] = dict(sub)
             return orientation, kept.tobytes() if sub else None
         raw = im.info.get("exif") or None
+        if raw and not exif:  # a block Pillow cannot parse (getexif() says {} without raising)
+            body = raw[len(_EXIF_PREFIX):] if raw.startswith(_EXIF_PREFIX) else raw
+            Image.Exif().load(body)  # raises on a payload that is not TIFF-structured
+            if body[:4] not in (b"II*\x00", b"MM\x00*"):
+                raise ValueError("the EXIF payload is not a TIFF structure")
         if raw and orientation != 1:
             exif[_ORIENTATION] = 1
             raw = exif.tobytes()
@@ -339,26 +344,44 @@ def encode_image(
     if alpha is not None:
         arr = np.concatenate([arr, _quantise(alpha[..., None], max_val)], axis=2)
     try:
-        if depth == 16:
-            if fmt == "TIFF" and (icc or img.exif or manifest):
-                log.warning(
-                    "16-bit TIFF is written without ICC, EXIF and manifest (PNG keeps them)"
-                )
-            data = _encode_cv2(fmt, arr)
-        else:
-            exif = img.exif if fmt == "PNG" else _exif_with_manifest(img.exif, manifest)
-            data = _encode_pil(fmt, arr, quality=quality, icc=icc, exif=exif)
-        if fmt == "PNG":
-            text = {k: v for k, v in img.text.items() if k != _XMP_KEY}
-            if manifest:
-                text["Software"] = str(manifest.get("software", "realsr"))
-                text[_MANIFEST_KEY] = _manifest_json(manifest)
-            data = _png_insert_chunks(data, icc=icc, exif=img.exif, text=text)
+        return _encode_with_metadata(img, fmt, arr, depth, icc, manifest, quality)
     except MemoryError:
         raise
     except Exception as exc:
-        msg = f"cannot encode the image as {fmt}: {exc}"
-        raise ImageIOError(msg, hint="try another output format") from exc
+        if not (icc or img.exif or img.text or manifest):
+            raise ImageIOError(f"cannot encode the image as {fmt}: {exc}", hint="try another output format") from exc
+        # never let metadata cost a computed image: write the pixels without it
+        log.warning("cannot write the metadata into the %s output (%s): written without ICC, EXIF "
+                    "and manifest", fmt, exc)
+    try:
+        return _encode_with_metadata(replace(img, icc_profile=None, exif=None, text={}), fmt, arr, depth,
+                                     None, None, quality)
+    except MemoryError:
+        raise
+    except Exception as exc:
+        raise ImageIOError(f"cannot encode the image as {fmt}: {exc}", hint="try another output format") from exc
+
+
+def _encode_with_metadata(
+    img: ImageData, fmt: str, arr: np.ndarray, depth: int, icc: bytes | None,
+    manifest: dict[str, str] | None, quality: int,
+) -> bytes:
+    """Encode ``arr`` (quantised pixels) as ``fmt`` with the image's metadata (may raise)."""
+    if depth == 16:
+        if fmt == "TIFF" and (icc or img.exif or manifest):
+            log.warning(
+                "16-bit TIFF is written without ICC, EXIF and manifest (PNG keeps them)"
+            )
+        data = _encode_cv2(fmt, arr)
+    else:
+        exif = img.exif if fmt == "PNG" else _exif_with_manifest(img.exif, manifest)
+        data = _encode_pil(fmt, arr, quality=quality, icc=icc, exif=exif)
+    if fmt == "PNG":
+        text = {k: v for k, v in img.text.items() if k != _XMP_KEY}
+        if manifest:
+            text["Software"] = str(manifest.get("software", "realsr"))
+            text[_MANIFEST_KEY] = _manifest_json(manifest)
+        data = _png_insert_chunks(data, icc=icc, exif=img.exif, text=text)
     return data
 
 

@@ -149,3 +149,32 @@ def test_a_folder_named_like_a_model_does_not_hide_the_id(tmp_path, monkeypatch)
     assert looks_like_path("mine")  # an existing file that names no model
     assert looks_like_path("./ugtsr") and looks_like_path("w.safetensors") and looks_like_path("W.PTH")
     assert not looks_like_path("not-a-model-or-file")
+
+
+def test_output_that_is_the_input_is_refused_unless_overwrite(tmp_path, femasr_weights):
+    """Issue 18 (3): `-o a.png` for input a.png (also via `..` or a symlink) replaced the original."""
+    from PIL import Image
+
+    src = tmp_path / "a.png"
+    Image.new("RGB", (16, 16), (10, 120, 200)).save(src)
+    before = src.read_bytes()
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "link.png").symlink_to(src)
+    for out in (src, tmp_path / "sub" / ".." / "a.png", tmp_path / "link.png"):
+        res = run_cli(["upscale", str(src), "-o", str(out), "--weights", femasr_weights, "--device", "cpu"])
+        assert res.code == 2 and "is the input file" in res.stderr and "--overwrite" in res.stderr
+        assert src.read_bytes() == before
+    res = run_cli(["upscale", str(src), "-o", str(src), "--weights", femasr_weights, "--device", "cpu",
+                   "--overwrite"])
+    assert res.code == 0, res.stderr
+    assert Image.open(src).size == (64, 64)
+
+
+def test_camera_jpeg_with_broken_exif_upscales_on_its_default_name(tmp_path, femasr_weights):
+    from PIL import Image
+
+    src = tmp_path / "bad_exif.jpg"
+    Image.new("RGB", (16, 16), (100, 50, 20)).save(src, exif=b"Exif\x00\x00" + b"\x13\x37not-tiff" * 4)
+    res = run_cli(["upscale", str(src), "--weights", femasr_weights, "--device", "cpu"])
+    assert res.code == 0, res.stderr
+    assert Image.open(tmp_path / "bad_exif_x4.jpg").size == (64, 64)

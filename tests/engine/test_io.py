@@ -535,3 +535,39 @@ def test_image_data_validates_layout():
         rio.ImageData(pixels=np.zeros((4, 4, 3), np.float32), alpha=np.zeros((3, 4), np.float32))
     img = rio.ImageData(pixels=np.zeros((4, 5, 1), np.float32))
     assert (img.height, img.width, img.is_gray, img.has_alpha) == (4, 5, True, False)
+
+
+def _bad_exif_jpeg(path) -> None:
+    """A JPEG whose APP1 "Exif" payload is not TIFF-structured (common in real photo collections)."""
+    Image.new("RGB", (16, 16), (100, 50, 20)).save(path, exif=b"Exif\x00\x00" + b"\x13\x37not-tiff" * 4)
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".webp", ".png"])
+def test_unreadable_exif_is_dropped_with_a_warning_and_the_image_still_writes(tmp_path, caplog, suffix):
+    """Issue 18 (1): such a file failed after the compute with 'not a TIFF file' (exit 4)."""
+    src = tmp_path / "bad_exif.jpg"
+    _bad_exif_jpeg(src)
+    with caplog.at_level(logging.WARNING):
+        img = rio.read_image(src)
+    assert img.exif is None and "unreadable EXIF" in caplog.text
+    dst = tmp_path / f"out{suffix}"
+    rio.write_image(dst, img, manifest={"software": "realsr test"})
+    assert Image.open(dst).size == (16, 16)
+
+
+def test_metadata_that_cannot_be_written_never_costs_the_image(tmp_path, caplog, monkeypatch):
+    """If the metadata still fails to encode, the pixels are written without it, with a warning."""
+    real = rio._exif_with_manifest
+
+    def boom(exif, manifest):
+        if exif or manifest:
+            raise ValueError("broken metadata")
+        return real(exif, manifest)
+
+    monkeypatch.setattr(rio, "_exif_with_manifest", boom)
+    img = _rng_image()
+    img = rio.ImageData(pixels=img.pixels, exif=b"Exif\x00\x00II*\x00\x08\x00\x00\x00\x00\x00")
+    with caplog.at_level(logging.WARNING):
+        rio.write_image(tmp_path / "o.jpg", img, manifest={"software": "x"})
+    assert "written without ICC, EXIF and manifest" in caplog.text
+    assert Image.open(tmp_path / "o.jpg").size == (17, 12)
