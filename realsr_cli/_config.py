@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 import types
 import typing
@@ -79,12 +80,17 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(value):  # no setting of ours means anything at inf or nan
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+                value = int(value)
+            else:
+                raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        if not -(2**63) <= value < 2**63:  # seeds, sizes and counts all fit a signed 64-bit int
+            raise ConfigError(f"{where}: {value} does not fit in 64 bits")
         return value
     if tp is bool:
         if not isinstance(value, bool):
@@ -154,6 +160,12 @@ def load_toml(path: str) -> dict[str, Any]:
             return tomllib.load(fh)
     except FileNotFoundError as exc:
         raise ConfigError(f"config file not found: {path}") from exc
+    except IsADirectoryError as exc:
+        raise ConfigError(f"{path} is a folder, not a config file", hint="give a .toml file") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config file {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not a text (TOML) file", hint="give a .toml file") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML ({exc})") from exc
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import random
 import signal
 import threading
@@ -97,6 +98,17 @@ class TrainResult:
         return {"run_dir": str(self.run_dir), "step": self.step,
                 "checkpoint": None if self.checkpoint is None else str(self.checkpoint),
                 "train": self.last_train, "val": self.last_val}
+
+
+#: consecutive steps with a non-finite loss after which a run stops (a few may be skipped by the
+#: fp16 grad scaler; a run that stays non-finite has diverged and only wastes compute)
+MAX_NONFINITE_STEPS = 20
+
+
+class TrainingDiverged(ConfigError):
+    """The loss was non-finite for :data:`MAX_NONFINITE_STEPS` steps in a row (exit 2). The last
+    checkpoint written is one from before (checkpoints are not written while the loss is
+    non-finite)."""
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -323,6 +335,7 @@ class Trainer:
         saved_at, checkpoint = self.step, self.resumed_from
         started = time.perf_counter() - self.elapsed
         interrupted = False
+        nonfinite = 0  # consecutive steps with a non-finite loss
         val = getattr(cfg, "val", None)
         val_every = val.every if val is not None and val.lq_dir else 0  # the same on every rank
 
@@ -348,6 +361,15 @@ class Trainer:
             if self.ema is not None:
                 self.ema.update(self.stage.net(self.stage_cls.ema_net), step)
             self.step = step + 1
+            bad = any(not math.isfinite(float(v)) for v in losses.values())
+            nonfinite = nonfinite + 1 if distributed.any_rank(bad, self.device) else 0
+            if nonfinite >= MAX_NONFINITE_STEPS:
+                raise TrainingDiverged(
+                    f"the loss was not finite (nan/inf) for {nonfinite} steps in a row, up to step "
+                    f"{self.step}: the run diverged and was stopped",
+                    hint=f"last good checkpoint: {checkpoint or 'none yet'}; lower optim.lr or set "
+                    "run.grad_clip, then start again (or --resume from that checkpoint)",
+                )
             for key, value in losses.items():
                 acc = window.setdefault(key, [0.0, 0.0])
                 acc[0] += float(value)
@@ -362,13 +384,13 @@ class Trainer:
             if val_every and (self.step % val_every == 0 or self.step == max_steps):
                 last_val = self._validate() or last_val
             every = cfg.run.checkpoint_every
-            if every and self.step % every == 0:
+            if every and self.step % every == 0 and not nonfinite:  # never save a diverged state
                 self.elapsed = time.perf_counter() - started
                 checkpoint = self._save()
                 saved_at = self.step
 
         self.elapsed = time.perf_counter() - started
-        if saved_at != self.step:
+        if saved_at != self.step and not nonfinite:
             checkpoint = self._save()
         if interrupted:
             if main:

@@ -77,9 +77,19 @@ def test_train_then_refuse_then_resume(tmp_path, hr_dir):
         (["--set", "optim.lr=fast"], "expected a number"),
         (["--set", "data.scale=2", "--set", "data.patch_size=15"], "not divisible"),
         (["--config", "missing.toml"], "config file not found"),
+        # issue 18 (7): these ended in exit 1 "this is a bug"
+        (["--set", "optim.lr=nan"], "optim.lr: expected a finite number"),
+        (["--set", "optim.lr=inf"], "optim.lr: expected a finite number"),
+        (["--set", "run.seed=18446744073709551616"], "does not fit in 64 bits"),
+        (["--config", "."], "is a folder, not a config file"),
+        (["--config", "__binary__"], "not a text (TOML) file"),
     ],
 )
 def test_bad_config_exits_2(tmp_path, hr_dir, extra, message):
+    if "__binary__" in extra:
+        binary = tmp_path / "weights.bin"
+        binary.write_bytes(bytes(range(256)) * 8)
+        extra = [str(binary) if a == "__binary__" else a for a in extra]
     res = _train(hr_dir, tmp_path / "run", *extra)
     assert res.code == 2 and message in res.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()

@@ -366,3 +366,26 @@ def test_config_resolution_and_toml_writer(tmp_path):
     back = tomllib.loads(text)
     assert back == {"a": 1, "b": 'x"y\n\\', "c": [1.5, 1e-5, float("inf")], "d": {"e": True},
                     "weird key": "v"}
+
+
+class _DivergingStage(ToyStage):
+    """The toy stage whose loss turns NaN from step 3 on (as with optim.lr = inf)."""
+
+    def train_step(self, batch: dict[str, Tensor], ctx: StepContext) -> dict[str, float]:
+        out = super().train_step(batch, ctx)
+        return {"l1": float("nan")} if ctx.step >= 2 else out
+
+
+def test_a_diverged_run_stops_and_keeps_the_last_good_checkpoint(tmp_path, hr_dir):
+    """Issue 18 (7): lr = inf trained 50 NaN steps and exited 0 "trained"."""
+    from realsr_cli.errors import EXIT_USAGE
+    from realsr_cli.training.trainer import MAX_NONFINITE_STEPS, TrainingDiverged
+
+    cfg = toy_config(hr_dir, run={"max_steps": 100, "checkpoint_every": 2})
+    with pytest.raises(TrainingDiverged, match="not finite") as info:
+        Trainer(_DivergingStage, cfg, tmp_path / "run").run()
+    assert info.value.exit_code == EXIT_USAGE and "step_0000002.pt" in (info.value.hint or "")
+    ckpts = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert ckpts == ["last.pt", "step_0000002.pt"]  # nothing saved after the loss went NaN
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == 2
+    assert MAX_NONFINITE_STEPS + 2 < 100
