@@ -185,20 +185,12 @@ def _listing(keys: list[str]) -> str:
     return shown + (f" and {len(keys) - _SHOW} more" if len(keys) > _SHOW else "")
 
 
-def load_state_dict_strict(module: nn.Module, state_dict: Mapping[str, Tensor], *, what: str) -> None:
-    """``module.load_state_dict(state_dict, strict=True)`` with a plain-words error.
-
-    Raises WeightsError naming the first few missing keys (the network needs them, the file lacks
-    them), unexpected keys (the file has them, the network does not) and shape mismatches.
-    """
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    shapes = [
-        f"{k} (file {tuple(state_dict[k].shape)}, network {tuple(expected[k].shape)})"
-        for k in expected
-        if k in state_dict and tuple(state_dict[k].shape) != tuple(expected[k].shape)
-    ]
+def _mismatch(expected: Mapping[str, tuple[int, ...]], found: Mapping[str, tuple[int, ...]], what: str) -> None:
+    """Raise WeightsError naming the first few missing keys (the network needs them, the file
+    lacks them), unexpected keys (the file has them, the network does not) and shape mismatches."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    shapes = [f"{k} (file {found[k]}, network {expected[k]})" for k in expected if k in found and found[k] != expected[k]]
     problems = []
     if missing:
         problems.append(f"{len(missing)} missing key(s): {_listing(missing)}")
@@ -212,10 +204,36 @@ def load_state_dict_strict(module: nn.Module, state_dict: Mapping[str, Tensor], 
             hint="was it converted for another architecture or config? re-convert the official "
             "checkpoint with `realsr convert --arch ARCH`",
         )
+
+
+def load_state_dict_strict(module: nn.Module, state_dict: Mapping[str, Tensor], *, what: str) -> None:
+    """``module.load_state_dict(state_dict, strict=True)`` with a plain-words error (:func:`_mismatch`)."""
+    _mismatch({k: tuple(v.shape) for k, v in module.state_dict().items()},
+              {k: tuple(v.shape) for k, v in state_dict.items()}, what)
     try:
         module.load_state_dict(dict(state_dict), strict=True)
     except RuntimeError as exc:  # e.g. dtypes that cannot be copied
         raise WeightsError(f"{what} could not be loaded: {exc}") from exc
+
+
+def _check_shapes_first(spec: ArchSpec, config: Any, path: Path) -> None:
+    """Build the network on the meta device (no memory) and compare its keys and shapes with the
+    file's header: a config in the metadata that does not match the tensors (e.g. a 4 KB header
+    asking for a 20M-entry codebook) is refused (exit 3) before anything is allocated."""
+    import torch
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with torch.device("meta"):
+            expected = {k: tuple(v.shape) for k, v in spec.build(config).state_dict().items()}
+    except Exception as exc:  # a config the architecture cannot build at all
+        raise WeightsError(f"{path.name}: its {spec.name} config cannot be built ({exc})", hint=_CONVERT_HINT) from exc
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            found = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError) as exc:
+        raise WeightsError(f"{path.name}: cannot read its tensor header ({exc})", hint="download or convert it again") from exc
+    _mismatch(expected, found, path.name)
 
 
 def load_weights(path: str | os.PathLike[str]) -> tuple[ArchSpec, Any, nn.Module]:
@@ -236,6 +254,7 @@ def load_weights(path: str | os.PathLike[str]) -> tuple[ArchSpec, Any, nn.Module
             hint="use it as the input file of the next training stage (see docs/training.md)",
         )
     spec, config = _spec_and_config(meta, p.name)
+    _check_shapes_first(spec, config, p)  # before any real allocation (hostile metadata)
     net = spec.build(config)
     try:
         tensors = load_file(str(p), device="cpu")

@@ -154,3 +154,39 @@ def test_partial_export_is_refused_with_its_purpose(tmp_path, tiny_arch):
         loader.load_weights(path)
     assert "only part" in str(err.value) and "upsr-g" in str(err.value)
     assert "next training stage" in err.value.hint
+
+
+@pytest.mark.parametrize("codebook", [20_000_000, 1_000_000_000])
+def test_hostile_metadata_is_refused_before_anything_is_allocated(tmp_path, codebook):
+    """Issue 18 (4): `codebook_size = 2e7` in 4 KB of metadata allocated 5.3 GB for 29 s before the
+    refusal; 1e9 ended in exit 1. The meta-device build and the header's shapes catch it (exit 3):
+    the loading process stays far below the 5 GB (2e7 x 64 floats) a real build would take."""
+    import subprocess
+    import sys
+
+    from realsr_cli.models.femasr import FeMaSRConfig, FeMaSRNet
+
+    cfg = FeMaSRConfig(scale=1, lq_stage=False, channels=(16, 16), codebook_size=8, codebook_dim=64,
+                       norm_type="none")
+    path = tmp_path / "hostile.safetensors"
+    loader.save_weights(path, arch="femasr", config=cfg, state_dict=FeMaSRNet(cfg).state_dict())
+    meta = loader.read_metadata(path)
+    raw = json.loads(meta["config"])
+    raw["codebook_size"] = codebook
+    from safetensors.torch import load_file
+
+    save_file(load_file(str(path)), str(path), metadata={**meta, "config": json.dumps(raw)})
+    code = (
+        "import resource, sys\n"
+        "from realsr_cli.registry import loader\n"
+        "from realsr_cli.errors import WeightsError\n"
+        "try:\n"
+        f"    loader.load_weights({str(path)!r})\n"
+        "except WeightsError as exc:\n"
+        "    print(exc.exit_code, 'embedding.weight' in exc.message, 'shape mismatch' in exc.message)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    lines = out.stdout.split("\n")
+    assert lines[0] == "3 True True", out.stdout + out.stderr
+    assert int(lines[1]) < 1500, f"peak RSS {lines[1]} MB"  # torch's import alone is ~400 MB

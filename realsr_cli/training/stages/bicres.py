@@ -49,7 +49,7 @@ class BicResLossConfig:
     pixel_weight: float = 1.0
 
     def __post_init__(self) -> None:
-        if not self.pixel_weight > 0 or self.pixel_weight == float("inf"):
+        if not self.pixel_weight > 0:
             raise ConfigError(f"loss.pixel_weight must be a positive number, got {self.pixel_weight}")
 
 
