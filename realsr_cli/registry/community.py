@@ -81,9 +81,46 @@ def is_community(config: Any) -> bool:
     return isinstance(config, CommunityConfig)
 
 
+#: the torch.library fragment that declares torchvision's two faked operators (kept alive)
+_TORCHVISION_OPS: list[Any] = []
+
+
+def _torchvision_without_compiled_ops() -> None:
+    """Make a torchvision whose C++ ops cannot load importable; a no-op when it imports.
+
+    Where the only torchvision wheel is a CUDA build next to a CPU torch (this project's documented
+    install: torch 2.13.0+cpu, torchvision 0.28.0 from PyPI), ``import torchvision`` fails in its
+    ``_meta_registrations`` with "operator torchvision::nms does not exist" (pytorch/vision#9085),
+    and spandrel imports torchvision. The two operator names it registers fake kernels for are
+    declared here without an implementation (calling them still fails), so its pure-Python parts
+    import; the super-resolution architectures spandrel loads never call torchvision ops.
+    """
+    import importlib
+    import sys
+
+    try:
+        import torchvision  # noqa: F401
+    except ImportError:
+        return  # not installed: spandrel's own import reports it
+    except RuntimeError as exc:
+        if "torchvision::" not in str(exc) or _TORCHVISION_OPS:
+            raise
+        log.info("torchvision's compiled operators do not load with torch %s (a build for another "
+                    "torch); importing its Python parts only, which spandrel's SR models need",
+                    torch.__version__)
+        lib = torch.library.Library("torchvision", "FRAGMENT")
+        for op in ("nms", "qnms"):  # the fake registrations in torchvision/_meta_registrations.py
+            lib.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        _TORCHVISION_OPS.append(lib)
+        for name in [m for m in sys.modules if m.split(".")[0] == "torchvision"]:
+            del sys.modules[name]  # drop the half-imported package before importing it again
+        importlib.import_module("torchvision")
+
+
 def import_spandrel() -> Any:
     """The spandrel module, or a WeightsError (exit 3) that says how to get a working one."""
     try:
+        _torchvision_without_compiled_ops()
         import spandrel
     except ModuleNotFoundError as exc:
         if exc.name == "spandrel":

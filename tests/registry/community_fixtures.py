@@ -4,21 +4,15 @@ The checkpoints are made in-process from spandrel's own architecture classes at 
 saved the way people publish them (a bare state dict ``.pth``, a training container, or
 ``.safetensors`` without realsr metadata), so detection runs on real key layouts.
 
-torchvision on CPU-only torch. spandrel imports torchvision. Where the only torchvision wheel is a
-CUDA build next to a CPU torch (this project's CI: torch 2.13.0+cpu from a local wheel, torchvision
-0.28.0 from PyPI), ``import torchvision`` fails in its ``_meta_registrations`` with "operator
-torchvision::nms does not exist", because its C++ ops cannot load (pytorch/vision#9085).
-:func:`spandrel_or_skip` then declares the two operator names that module registers fake kernels
-for (no implementation: calling them still fails) so torchvision's pure-Python parts import. The
-architectures tested here never call torchvision ops; realsr itself does not do this (it reports
-the broken install, see registry/community.py ``import_spandrel``).
+torchvision on CPU-only torch: spandrel imports torchvision, whose compiled ops do not load next
+to this project's CPU torch; realsr's own ``registry.community.import_spandrel`` makes its Python
+parts importable (see ``_torchvision_without_compiled_ops`` there), and these fixtures go through
+the same function — no shim of their own.
 """
 
 from __future__ import annotations
 
 import builtins
-import importlib
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,29 +24,10 @@ SKIP_REASON = (
     "spandrel, the optional `realsr[community]` extra, is not installed "
     "(pip install 'realsr[community]'); community checkpoints cannot be tested"
 )
-_TORCHVISION_OPS: list[Any] = []  # the torch.library fragment must stay alive
-
-
-def _torchvision_python_only() -> None:
-    """Make a torchvision whose C++ ops cannot load importable (module doc); no-op otherwise."""
-    try:
-        import torchvision  # noqa: F401
-    except ImportError:
-        return  # not installed: spandrel's own import fails and the test is skipped
-    except RuntimeError as exc:
-        if "torchvision::" not in str(exc) or _TORCHVISION_OPS:
-            raise
-        lib = torch.library.Library("torchvision", "FRAGMENT")
-        for op in ("nms", "qnms"):  # the fake registrations in torchvision/_meta_registrations.py
-            lib.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        _TORCHVISION_OPS.append(lib)
-        for name in [m for m in sys.modules if m.split(".")[0] in ("torchvision", "spandrel")]:
-            del sys.modules[name]  # drop the half-imported packages before importing again
-        importlib.import_module("torchvision")
-
-
 def spandrel_or_skip() -> Any:
-    _torchvision_python_only()
+    from realsr_cli.registry.community import _torchvision_without_compiled_ops
+
+    _torchvision_without_compiled_ops()
     return pytest.importorskip("spandrel", reason=SKIP_REASON)
 
 

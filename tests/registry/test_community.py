@@ -93,6 +93,22 @@ def test_a_broken_spandrel_install_is_reported(monkeypatch):
     assert "torchvision build that matches torch" in info.value.hint
 
 
+def test_spandrel_imports_in_a_fresh_interpreter_without_any_test_shim():
+    """Issue 18 (5): in the README's environment (torch 2.13.0+cpu, torchvision 0.28.0 from PyPI)
+    `import spandrel` failed with "operator torchvision::nms does not exist", so `--weights any.pth`
+    exited 3; the tests passed only through a fixture's shim. realsr's own import now works."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("spandrel", reason="the optional community extra is not installed")
+    code = ("from realsr_cli.registry.community import import_spandrel\n"
+            "m = import_spandrel()\n"
+            "from spandrel.architectures.Compact import Compact\n"
+            "print(type(m).__name__, Compact.__name__)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.split() == ["module", "SRVGGNetCompact"], out.stderr
+
+
 def test_our_files_never_reach_spandrel(tmp_path, tiny_arch, monkeypatch):
     ours = tmp_path / "tiny.safetensors"
     loader.save_weights(ours, arch="tiny", config=TinyConfig(scale=2), state_dict=tiny_state_dict())
