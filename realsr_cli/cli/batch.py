@@ -86,6 +86,8 @@ def batch(
     jobs = engine_batch.plan(
         in_dir, out_dir, recursive=recursive, pattern=glob, fmt=fmt, aux_dir=save_aux
     )
+    if jobs:
+        engine_batch.check_out_dir(out_dir)  # before the model loads and any image is computed
     with engine_dist.process_group(device) as (rank, dev), engine_dist.sigterm_as_interrupt():
         say = _output.info if rank.is_main else _quiet
         tag = f"rank {rank.rank}: " if rank.enabled else ""

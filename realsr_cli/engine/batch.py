@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import logging
+import os
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from realsr_cli.engine import api, io
 from realsr_cli.engine import distributed as dist
-from realsr_cli.errors import RealSRError, UsageError
+from realsr_cli.errors import ImageIOError, RealSRError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -216,6 +217,44 @@ def outcome(part: BatchSummary) -> tuple[int, bool]:
     return sum(n for n, _ in states), any(i for _, i in states)
 
 
+#: free space OUT_DIR must have before a batch starts (one large PNG; ENOSPC later stops the batch)
+MIN_FREE_BYTES = 64 * 2**20
+
+
+def check_out_dir(out_dir: str | Path) -> None:
+    """Fail before any model work (exit 4) when OUT_DIR cannot take files: it cannot be created,
+    a probe file cannot be written there (read-only, permissions, a full disk), or less than
+    :data:`MIN_FREE_BYTES` is free."""
+    import errno
+    import shutil
+    import tempfile
+
+    root = Path(out_dir)
+    hint = "choose another OUT_DIR, or make room / fix its permissions"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".realsr-probe-") as fh:
+            fh.write(b"\0" * 4096)
+            fh.flush()
+            os.fsync(fh.fileno())
+        free = shutil.disk_usage(root).free
+    except OSError as exc:
+        why = "the disk is full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+        raise ImageIOError(f"cannot write to the output folder {root}: {why}", hint=hint) from exc
+    if free < MIN_FREE_BYTES:
+        raise ImageIOError(f"the output folder {root} has only {free / 2**20:.1f} MiB free", hint=hint)
+
+
+def _disk_full(exc: BaseException) -> bool:
+    import errno
+
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def run(
     model: api.LoadedModel,
     jobs: list[Job],
@@ -282,6 +321,10 @@ def _run_jobs(
             log.debug("failed: %s", job.src, exc_info=True)
             if on_done:
                 on_done(job, None, msg)
+            if _disk_full(exc):  # every later image would be computed only to fail the same way
+                left = len(jobs) - (summary.done + summary.skipped + len(summary.failed))
+                log.error("the output disk is full: batch stopped, %d image(s) not attempted", left)
+                return
             continue
         summary.done += 1
         summary.reports.append(report)

@@ -178,3 +178,16 @@ def test_camera_jpeg_with_broken_exif_upscales_on_its_default_name(tmp_path, fem
     res = run_cli(["upscale", str(src), "--weights", femasr_weights, "--device", "cpu"])
     assert res.code == 0, res.stderr
     assert Image.open(tmp_path / "bad_exif_x4.jpg").size == (64, 64)
+
+
+def test_batch_into_an_unwritable_out_dir_fails_before_any_model_work(tmp_path, monkeypatch):
+    """Issue 18 (6): 8 of 8 images failed after 46 s of compute; now exit 4 before the model loads
+    (a weights file that does not exist proves no model was loaded)."""
+    from PIL import Image
+
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.new("RGB", (8, 8)).save(src / "a.png")
+    (tmp_path / "file").write_text("x")
+    res = run_cli(["batch", str(src), str(tmp_path / "file" / "out"), "--weights", str(tmp_path / "none.safetensors")])
+    assert res.code == 4 and "cannot write to the output folder" in res.stderr

@@ -132,6 +132,45 @@ def test_interrupt_stops_between_images_and_keeps_the_summary(tmp_path):
         engine_batch.run(model, jobs, api.UpscaleOptions(tile=0), on_start=ctrl_c_on_second)
 
 
+def test_a_full_disk_stops_the_batch_at_the_first_enospc(tmp_path, monkeypatch):
+    """Issue 18 (6): a batch into a full disk computed every image only to fail writing each."""
+    import errno
+
+    src = tmp_path / "in"
+    for i in range(4):
+        _png(src / f"{i}.png", i)
+    jobs = engine_batch.plan(src, tmp_path / "out")
+    model = loaded(LocalNet(scale=2))
+    real_replace = os.replace
+    calls = []
+
+    def full_after_first(a, b):
+        calls.append(b)
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_replace(a, b)
+
+    monkeypatch.setattr(os, "replace", full_after_first)
+    summary = engine_batch.run(model, jobs, api.UpscaleOptions(tile=0))
+    assert summary.done == 1 and len(summary.failed) == 1 and len(calls) == 2  # images 3, 4 never ran
+    assert "No space left" in summary.failed[0][1] or "space" in summary.failed[0][1]
+
+
+def test_out_dir_is_checked_before_any_model_work(tmp_path, monkeypatch):
+    from realsr_cli.errors import ImageIOError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ImageIOError, match="cannot write to the output folder") as info:
+        engine_batch.check_out_dir(blocker / "out")  # its parent is a file: cannot be created
+    assert info.value.exit_code == 4
+    engine_batch.check_out_dir(tmp_path / "ok")  # creates it; leaves no probe behind
+    assert list((tmp_path / "ok").iterdir()) == []
+    monkeypatch.setattr("shutil.disk_usage", lambda p: type("U", (), {"free": 1024})())
+    with pytest.raises(ImageIOError, match="MiB free"):
+        engine_batch.check_out_dir(tmp_path / "ok")
+
+
 # ---------------------------------------------------------------- torchrun environment
 
 
