@@ -53,6 +53,9 @@ __all__ = ["fetch", "verify", "cached_path", "cache_root", "hf_cache_dir", "expe
 Progress = Callable[[int, int], None]  # (bytes done, bytes total or 0 when unknown)
 ENV_CACHE = "REALSR_CACHE"
 TRUST_FILE = "trusted.toml"
+#: sha256 of every converted file, recorded when realsr wrote it (outside the file, which must not
+#: vouch for itself): converted file name -> {"sha256", "source_sha256"}
+CONVERTED_INDEX = "converted.json"
 URL_TIMEOUT_S = 30.0
 #: torch.hub's naming convention: ``<name>-<first 8+ hex digits of the sha256>.<ext>``
 _HASH_PREFIX = re.compile(r".+-(?P<prefix>[0-9a-f]{8,64})\.[A-Za-z0-9]+")
@@ -154,6 +157,38 @@ def _record_trust(entry: WeightsEntry, sha256: str, root: Path) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return root / TRUST_FILE
+
+
+# --------------------------------------------------------------------------- converted files
+def _read_index(root: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((root / CONVERTED_INDEX).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _record_converted(path: Path, source_sha256: str, root: Path) -> None:
+    """Record the converted file's own sha256 in the cache's index (atomic rewrite)."""
+    data = _read_index(root)
+    data[path.name] = {"sha256": file_sha256(path), "source_sha256": source_sha256}
+    fd, tmp = tempfile.mkstemp(prefix=f".{CONVERTED_INDEX}.", dir=root)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=1, sort_keys=True)
+        os.replace(tmp, root / CONVERTED_INDEX)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _converted_ok(path: Path, source_sha256: str, root: Path) -> tuple[bool, str]:
+    """``(the converted file hashes to what was recorded at conversion, its sha256)``. Hashed on
+    every use (about 1 s per GB): no size/mtime shortcut a tool could fake."""
+    record = _read_index(root).get(path.name)
+    sha = file_sha256(path)
+    ok = isinstance(record, dict) and record.get("sha256") == sha and record.get("source_sha256") == source_sha256
+    return ok, sha
 
 
 # --------------------------------------------------------------------------- url sources
@@ -368,7 +403,14 @@ def fetch(
             "to record its hash on first use",
         )
     if expected is not None and _converted(entry, expected, root).is_file():
-        return _converted(entry, expected, root)
+        converted = _converted(entry, expected, root)
+        ok, _ = _converted_ok(converted, expected, root)
+        if ok:
+            return converted
+        log.warning("%s: the converted file %s does not match the sha256 recorded when realsr wrote "
+                    "it (changed, or written by an older realsr); converting the verified source again",
+                    entry.id, converted.name)
+        converted.unlink()
 
     src, sha = _cached_source(entry, root), None
     if src is None:
@@ -405,7 +447,9 @@ def fetch(
 
         out = _converted(entry, expected, root)
         log.info("%s: converting %s -> %s", entry.id, src.name, out)
-        return convert.convert_checkpoint(src, out, arch=entry.arch, scale=entry.scale)
+        path = convert.convert_checkpoint(src, out, arch=entry.arch, scale=entry.scale)
+        _record_converted(path, expected, root)
+        return path
     if not entry.is_aux:
         _check_matches(entry, src)
     return src
@@ -456,10 +500,12 @@ def cached_path(entry: WeightsEntry, *, cache_dir: str | os.PathLike[str] | None
 
 
 def verify(entry: WeightsEntry, *, cache_dir: str | os.PathLike[str] | None = None) -> tuple[bool, str]:
-    """Re-hash the cached published file: ``(matches the expected sha256, its sha256)``.
+    """Re-hash the cached files: ``(all match, the sha256 reported)``.
 
-    When only the converted file remains, the source hash in its metadata is compared instead.
-    A ``package`` entry re-hashes the shipped file.
+    The published file must match the expected sha256 (its hash is reported); a converted file
+    must match the sha256 recorded when realsr converted it (never the hash its own metadata
+    claims); when only the converted file remains, its own hash is reported. A ``package`` entry
+    re-hashes the shipped file.
     """
     if entry.source.kind == "package":
         sha = file_sha256(_shipped(entry))
@@ -470,11 +516,11 @@ def verify(entry: WeightsEntry, *, cache_dir: str | os.PathLike[str] | None = No
         raise WeightsError(f"{entry.id} has no recorded sha256 to verify against",
                            hint=f"run `realsr models download {entry.id} --trust` to record one")
     src = _cached_source(entry, root)
+    converted = _converted(entry, expected, root)
+    conv_ok, conv_sha = _converted_ok(converted, expected, root) if converted.is_file() else (True, "")
     if src is not None:
         sha = file_sha256(src)
-        return sha == expected, sha
-    converted = _converted(entry, expected, root)
+        return sha == expected and conv_ok, sha
     if converted.is_file():
-        sha = read_metadata(converted).get("source_sha256", "")
-        return sha == expected, sha
+        return conv_ok, conv_sha
     raise WeightsError(f"{entry.id} is not in the cache", hint=f"run `realsr models download {entry.id}`")

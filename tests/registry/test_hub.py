@@ -248,3 +248,29 @@ def test_cache_root_resolution(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert hub.cache_root() == tmp_path / "xdg" / "realsr"
     assert hub.hf_cache_dir() == tmp_path / "hf-home" / "hub"
+
+
+def test_a_tampered_converted_file_is_caught_by_verify_and_never_used(tmp_path, tiny_arch, fake_hub, monkeypatch, caplog):
+    """Issue 18 (2): converted tensors x -3 (same keys and metadata) changed every output pixel and
+    `models verify` still said ok, trusting the file's own source_sha256."""
+    import logging
+
+    from safetensors.torch import load_file, save_file
+
+    data = pth_bytes(tmp_path)
+    fake_hub.add_file(REPO, "tiny_x2_official.pth", data, revision="v1")
+    entry = make_entry(tmp_path, format="pth", source=_hub_source("tiny_x2_official.pth"), sha256=sha256(data))
+    path = hub.fetch(entry)
+    good = load_file(str(path))
+    save_file({k: v * -3 for k, v in good.items()}, str(path), metadata=read_metadata(path))
+    assert read_metadata(path)["source_sha256"] == sha256(data)  # the file still vouches for itself
+    ok, sha = hub.verify(entry)
+    assert not ok
+    calls: list = []
+    real = convert.convert_checkpoint
+    monkeypatch.setattr(convert, "convert_checkpoint", lambda *a, **k: calls.append(a) or real(*a, **k))
+    with caplog.at_level(logging.WARNING):
+        again = hub.fetch(entry, offline=True)  # the verified source is still cached
+    assert again == path and len(calls) == 1 and "does not match the sha256 recorded" in caplog.text
+    assert all(torch.equal(load_file(str(again))[k], good[k]) for k in good)
+    assert hub.verify(entry) == (True, sha256(data))
