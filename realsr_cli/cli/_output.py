@@ -71,10 +71,16 @@ def emit_json(obj: Any) -> None:
     sys.stdout.flush()
 
 
-def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:
+def table(title: str | None, columns: list[str], rows: list[list[Any]], keep: tuple[str, ...] = ()) -> None:
+    """A table on stderr; columns named in ``keep`` are never shortened or wrapped (e.g. ids a
+    user copies), the others give way on a narrow terminal."""
     t = Table(title=title, show_lines=False, header_style="bold")
-    for c in columns:
-        t.add_column(c)
+    for i, c in enumerate(columns):
+        if c in keep:
+            width = max([len(c)] + [len(str(r[i])) for r in rows])
+            t.add_column(c, no_wrap=True, min_width=width)
+        else:
+            t.add_column(c)
     for r in rows:
         t.add_row(*["" if v is None else str(v) for v in r])
     err.print(t)

@@ -56,6 +56,7 @@ _MODEL_ENTRY: dict[str, str] = {
     "variant": "string|null",
     "aliases": "array<string>",
     "default": "boolean",
+    "package_default": "boolean",
     "format": "string",
     "source": "object",
     "sha256": "string|null",

@@ -28,9 +28,19 @@ def _catalog():
 
 def _entry_json(entry, cached) -> dict:
     d = entry.to_json()
+    # "default": the entry its architecture's name resolves to (weights.toml `default = true`);
+    # "package_default": the model `realsr upscale` runs when no --model is given
+    d["package_default"] = _package_default() == entry.id
     d["cached"] = cached is not None
     d["path"] = None if cached is None else str(cached)
     return d
+
+
+def _package_default() -> str | None:
+    try:
+        return _catalog().default().id
+    except Exception:  # an empty or broken catalog: no default to mark
+        return None
 
 
 @app.command("list")
@@ -48,11 +58,13 @@ def list_models(json_out: JsonOpt = False) -> None:
     if json_out:
         _output.emit_json(_schemas.stamp("models.list", {"models": [_entry_json(e, c) for e, c in rows]}))
         return
+    default = _package_default()
     _output.table(
-        "realsr models",
+        "realsr models (* = the default model)",
         ["id", "arch", "scale", "aliases", "cached", "license"],
-        [[e.id, e.arch, "aux" if e.is_aux else f"x{e.scale}", ", ".join(e.aliases), "yes" if c else "no", e.license]
-         for e, c in rows],
+        [[e.id + (" *" if e.id == default else ""), e.arch, "aux" if e.is_aux else f"x{e.scale}",
+          ", ".join(e.aliases), "yes" if c else "no", e.license] for e, c in rows],
+        keep=("id",),
     )
 
 

@@ -191,3 +191,20 @@ def test_batch_into_an_unwritable_out_dir_fails_before_any_model_work(tmp_path, 
     (tmp_path / "file").write_text("x")
     res = run_cli(["batch", str(src), str(tmp_path / "file" / "out"), "--weights", str(tmp_path / "none.safetensors")])
     assert res.code == 4 and "cannot write to the output folder" in res.stderr
+
+
+def test_models_list_marks_the_default_model_and_never_shortens_ids(monkeypatch):
+    """Issue 18: `"default": false` on the model that is the default; ids cut at 80 columns."""
+    import json as _json
+
+    from realsr_cli.registry.catalog import load_catalog
+
+    res = run_cli(["models", "list", "--json"])
+    assert res.code == 0, res.stderr
+    marked = [m["id"] for m in _json.loads(res.stdout)["models"] if m["package_default"]]
+    assert marked == [load_catalog().default().id]
+    monkeypatch.setenv("COLUMNS", "60")
+    res = run_cli(["models", "list"])
+    text = res.stderr if isinstance(res.stderr, str) else res.stderr.decode()
+    for entry in load_catalog().entries:
+        assert entry.id in text
