@@ -86,6 +86,16 @@ FRAGMENTS: dict[str, dict[str, str]] = {
     },
     "model_entry": _MODEL_ENTRY,
     "train_stage": {"stage": "string", "summary": "string", "configs": "array<string>"},
+    "doctor_check": {
+        "device": "string",
+        "precision": "string",
+        "tiled": "boolean",
+        "max_abs_diff": "number|null",
+        "tolerance": "number",
+        "ok": "boolean",
+        "seconds": "number",
+        "error": "string|null",
+    },
     "degrade_file": {
         "hr": "string",
         "lr": "string",
@@ -243,6 +253,15 @@ SCHEMAS: dict[str, tuple[int, dict[str, str]]] = {
         "tensors": "integer",
     }),
     "train.stages": (1, {"stages": "array<train_stage>"}),
+    "doctor": (1, {
+        "ok": "boolean",
+        "environment": "object",
+        "devices": "array<object>",
+        "cache": "object",
+        "weights": "array<object>",
+        "extras": "object",
+        "checks": "array<doctor_check>",
+    }),
 }
 
 

@@ -13,6 +13,7 @@ from realsr_cli.cli import _output
 from realsr_cli.cli import batch as batch_cmd
 from realsr_cli.cli import convert as convert_cmd
 from realsr_cli.cli import degrade as degrade_cmd
+from realsr_cli.cli import doctor as doctor_cmd
 from realsr_cli.cli import eval as eval_cmd
 from realsr_cli.cli import export as export_cmd
 from realsr_cli.cli import models as models_cmd
@@ -63,6 +64,7 @@ app.command("convert", no_args_is_help=True)(convert_cmd.convert)
 app.command("degrade", no_args_is_help=True)(degrade_cmd.degrade)
 app.command("eval", no_args_is_help=True)(eval_cmd.eval_cmd)
 app.command("export", no_args_is_help=True)(export_cmd.export)
+app.command("doctor")(doctor_cmd.doctor)
 app.add_typer(models_cmd.app, name="models")
 app.add_typer(train_cmd.app, name="train")
 
