@@ -112,9 +112,11 @@ def load_model(
     ours = not community.is_community(config)
     if not ours:  # spandrel declares fp16 and bf16 support separately
         precision = community.supported_precision(config, precision)
-    dtype = devices.resolve_dtype(dev, precision, spec.half_ok)
+    dtype = devices.resolve_dtype(dev, precision, spec.half_ok, spec.cpu_bf16)
     net.eval().requires_grad_(False)
     net.to(device=dev, dtype=dtype)
+    if spec.channels_last and dev.type == "cpu":  # once: the layout then stays through the network
+        net.to(memory_format=torch.channels_last)
     return LoadedModel(
         spec=spec,
         config=config,

@@ -37,6 +37,7 @@ __all__ = [
     "release_memory",
     "resolve_device",
     "resolve_dtype",
+    "cpu_native_bf16",
 ]
 
 #: accepted ``precision`` names and their dtypes (``auto`` is resolved per device)
@@ -117,19 +118,45 @@ def _bf16_supported(device: torch.device) -> bool:
     return False
 
 
+def cpu_native_bf16() -> bool:
+    """Whether this CPU has native bf16 instructions (AVX512-BF16 or AMX-BF16), read from its flags
+    (Linux ``/proc/cpuinfo``; elsewhere False: not detected, so not claimed). Cached."""
+    global _CPU_BF16
+    if _CPU_BF16 is None:
+        flags = _cpu_flags()
+        _CPU_BF16 = "avx512_bf16" in flags or "amx_bf16" in flags
+    return _CPU_BF16
+
+
+def _cpu_flags() -> list[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            text = fh.read()
+    except OSError:
+        return []
+    return next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+
+
+_CPU_BF16: bool | None = None
+
+
 def resolve_dtype(
-    device: torch.device, precision: str = "auto", half_ok: bool = True
+    device: torch.device, precision: str = "auto", half_ok: bool = True, cpu_bf16: bool = False
 ) -> torch.dtype:
     """Pick the compute dtype for ``device`` (see the module docstring for the policy).
 
     ``precision`` is ``"auto" | "fp32" | "fp16" | "bf16"``; ``half_ok`` is the architecture's
-    ``ArchSpec.half_ok``. An impossible request is downgraded to fp32 with one warning.
+    ``ArchSpec.half_ok``, ``cpu_bf16`` its ``ArchSpec.cpu_bf16`` (bf16 measured safe on the CPU):
+    ``auto`` on a CPU with native bf16 (:func:`cpu_native_bf16`, detected) picks bf16 only for such
+    an architecture. An impossible request is downgraded to fp32 with one warning.
     """
     key = (precision or "auto").strip().lower()
     if key not in PRECISIONS:
         raise UsageError(f"unknown precision {precision!r}", hint="use auto, fp32, fp16 or bf16")
     wanted = PRECISIONS[key]
     if wanted is None:  # auto
+        if device.type == "cpu":
+            return torch.bfloat16 if half_ok and cpu_bf16 and cpu_native_bf16() else torch.float32
         return torch.float16 if device.type == "cuda" and half_ok else torch.float32
     if wanted not in _HALF:
         return wanted

@@ -92,11 +92,7 @@ def _cpuinfo_field(name: str) -> str | None:
     return next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith(name)), None)
 
 
-def cpu_native_bf16() -> bool:
-    """Whether this CPU has native bf16 instructions (AVX512-BF16 or AMX-BF16), from its flags
-    (Linux ``/proc/cpuinfo``; elsewhere False: not detected, so not claimed)."""
-    flags = (_cpuinfo_field("flags") or "").split()
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+cpu_native_bf16 = devices.cpu_native_bf16
 
 
 def _environment() -> dict[str, Any]:

@@ -60,6 +60,8 @@ class LoadedModel:
         run_dtype = dtype or self.dtype
         src_device = lq.device
         x = lq.to(self.device, run_dtype)
+        if self.spec.channels_last and self.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
         if noise is not None:
             noise = noise.to(self.device, run_dtype)
         switched = run_dtype != self.dtype

@@ -50,6 +50,13 @@ class ArchSpec:
     default_overlap: int = 16
     #: may run in fp16/bf16 on CUDA
     half_ok: bool = True
+    #: ``--precision auto`` may pick bf16 on a CPU with native bf16: set only where measured safe
+    #: (output PSNR vs fp32 and code/token agreement, docs/benchmarks.md "CPU fast path")
+    cpu_bf16: bool = False
+    #: a convolutional network that runs faster with channels-last weights and activations on
+    #: the CPU (the engine converts the net once and feeds channels-last inputs; values equal NCHW
+    #: to float tolerance)
+    channels_last: bool = False
     #: output depends on random noise (seed/steps matter)
     stochastic: bool = False
     #: number of official checkpoint files convert_checkpoint expects (UPSR: denoiser + g)
@@ -207,6 +214,7 @@ def _bicres() -> ArchSpec:
         default_overlap=32,
         tile_margin=16,
         half_ok=True,
+        channels_last=True,  # plain 3x3 convs: 1.3x on this CPU (bench/bench_default.py)
         whole_image_up_to=4.0,  # cheap activations: whole images up to 2048 LR px when memory allows
     )
 

@@ -50,5 +50,8 @@ def test_a_failing_self_test_exits_5(monkeypatch):
 
 @pytest.mark.parametrize("flags,expected", [("fpu avx512_bf16 sse", True), ("amx_bf16 avx2", True), ("avx2 avx512f", False)])
 def test_bf16_is_detected_from_the_cpu_flags_not_guessed(monkeypatch, flags, expected):
-    monkeypatch.setattr(doctor, "_cpuinfo_field", lambda name: flags if name == "flags" else None)
+    from realsr_cli.engine import device
+
+    monkeypatch.setattr(device, "_cpu_flags", lambda: flags.split())
+    monkeypatch.setattr(device, "_CPU_BF16", None)  # not the cached answer of this machine
     assert doctor.cpu_native_bf16() is expected

@@ -207,3 +207,51 @@ def test_free_memory_cuda_positive():
 
 def test_release_memory_on_cpu_is_harmless():
     devices.release_memory(CPU)
+
+
+@pytest.mark.parametrize("native", [True, False])
+@pytest.mark.parametrize("cpu_bf16", [True, False])
+@pytest.mark.parametrize("half_ok", [True, False])
+def test_cpu_auto_picks_bf16_only_where_detected_and_measured_safe(monkeypatch, native, cpu_bf16, half_ok):
+    """Issue 15: `--precision auto` on the CPU runs bf16 only on a CPU with native bf16 (detected
+    from its flags) for an architecture marked safe; fp32 stays fp32; unsafe archs never get bf16."""
+    from realsr_cli.engine import device as dev_mod
+
+    monkeypatch.setattr(dev_mod, "_CPU_BF16", native)
+    cpu = torch.device("cpu")
+    want = torch.bfloat16 if native and cpu_bf16 and half_ok else torch.float32
+    assert dev_mod.resolve_dtype(cpu, "auto", half_ok, cpu_bf16) == want
+    assert dev_mod.resolve_dtype(cpu, "fp32", half_ok, cpu_bf16) == torch.float32
+
+
+def test_only_measured_architectures_may_run_bf16_on_the_cpu():
+    from realsr_cli.registry.archs import ARCHITECTURES
+
+    marked = {name for name, f in ARCHITECTURES.items() if f().cpu_bf16}
+    assert marked <= {"bicres"}  # FeMaSR flips 2% of its codes in bf16 (bench/gpu_check.py parity)
+    assert not any(f().cpu_bf16 and not f().half_ok for f in ARCHITECTURES.values())
+
+
+def test_channels_last_output_equals_nchw(tmp_path):
+    import dataclasses
+
+    from realsr_cli.engine import api
+    from realsr_cli.engine.runner import RunOptions, run_model
+    from realsr_cli.models.bicres import BicResConfig, BicResNet
+    from realsr_cli.registry.loader import save_weights
+
+    torch.manual_seed(0)
+    net = BicResNet(BicResConfig(width=8, depth=2))
+    with torch.no_grad():
+        net.tail.weight.normal_(0, 0.05)
+    path = tmp_path / "b.safetensors"
+    save_weights(path, arch="bicres", config=net.config, state_dict=net.state_dict())
+    model = api.load_model(str(path), device="cpu", precision="fp32")
+    assert model.spec.channels_last and model.net.head.weight.is_contiguous(memory_format=torch.channels_last)
+    lq = torch.rand(1, 3, 37, 29, generator=torch.Generator().manual_seed(1))
+    fast = run_model(model, lq, RunOptions(tile=0)).sr
+    plain = dataclasses.replace(model, spec=dataclasses.replace(model.spec, channels_last=False))
+    plain.net = BicResNet(net.config)
+    plain.net.load_state_dict(net.state_dict())
+    ref = run_model(plain, lq, RunOptions(tile=0)).sr
+    torch.testing.assert_close(fast, ref, atol=1e-5, rtol=0)
