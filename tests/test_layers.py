@@ -143,3 +143,9 @@ def test_engine_does_not_load_cli_training_typer_rich():
 def test_package_import_is_light():
     mods = _loaded_after("import realsr_cli")
     assert "torch" not in mods and "typer" not in mods
+
+
+def test_cli_help_and_version_do_not_import_torch():
+    """Issue 18: `--version`, `--help` and each tab-completion press took ~3 s importing torch."""
+    mods = _loaded_after("import realsr_cli.cli.app")
+    assert "torch" not in mods, "the CLI's import chain pulls torch in (import it inside the command)"

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from realsr_cli.cli import _output
 from realsr_cli.cli._options import parse_tile
-from realsr_cli.engine import api
 from realsr_cli.errors import UsageError
+
+if TYPE_CHECKING:
+    from realsr_cli.engine import api
 
 
 def load(
@@ -18,6 +22,8 @@ def load(
     view: _output.ProgressView,
     depth_estimator: str = "auto",
 ) -> api.LoadedModel:
+    from realsr_cli.engine import api
+
     if model and weights:
         raise UsageError("--model and --weights are exclusive", hint="give one of them")
     native = int(scale) if scale is not None and float(scale).is_integer() else None
@@ -48,6 +54,8 @@ def options(
 ) -> api.UpscaleOptions:
     """The one place the CLI builds (and so validates) the engine's options; every command that
     runs a model (upscale, batch, eval) calls it and passes the result down unchanged."""
+    from realsr_cli.engine import api
+
     kwargs = {} if max_pixels is None else {"max_pixels": max_pixels or None}
     return api.UpscaleOptions(
         scale=scale,
@@ -65,6 +73,8 @@ def options(
 
 
 def describe(model: api.LoadedModel) -> str:
+    from realsr_cli.engine import api
+
     name = model.weights_id or model.weights_path
     notes = "".join(f"; {note}" for note in model.notes)
     return f"{name} ({model.spec.title} x{model.scale}) on {model.device}, {api._precision_name(model.dtype)}{notes}"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -30,10 +30,10 @@ from realsr_cli.cli._options import (
     TileOverlapOpt,
     WeightsOpt,
 )
-from realsr_cli.engine import api
-from realsr_cli.engine import batch as engine_batch
-from realsr_cli.engine import distributed as engine_dist
 from realsr_cli.errors import EXIT_BATCH_FAILURES, EXIT_INTERRUPTED
+
+if TYPE_CHECKING:
+    from realsr_cli.engine import batch as engine_batch
 
 
 def batch(
@@ -79,6 +79,10 @@ def batch(
 
       torchrun --nproc-per-node 4 -m realsr_cli batch ./photos ./photos_x4 --skip-existing --json
     """
+    from realsr_cli.engine import api
+    from realsr_cli.engine import batch as engine_batch
+    from realsr_cli.engine import distributed as engine_dist
+
     opts = _common.options(
         scale=scale, tile=tile, tile_overlap=tile_overlap, tile_batch=tile_batch, seed=seed, steps=steps,
         alpha=alpha.value, bit_depth=bit_depth, quality=quality, fmt=fmt, max_pixels=max_pixels,

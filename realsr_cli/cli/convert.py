@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from realsr_cli.cli import _output, _schemas
 from realsr_cli.cli._options import JsonOpt
-from realsr_cli.engine import api
+
+if TYPE_CHECKING:
+    pass
 
 
 def convert(
@@ -28,6 +30,7 @@ def convert(
 
       realsr convert upsr.pth atd_real.pth --arch upsr -o upsr-x4.safetensors
     """
+    from realsr_cli.engine import api
     from realsr_cli.registry import loader
 
     dst = api.convert_checkpoint(src if len(src) > 1 else src[0], output, arch=arch, scale=scale)

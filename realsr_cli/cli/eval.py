@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -28,7 +28,9 @@ from realsr_cli.cli._options import (
     WeightsOpt,
 )
 from realsr_cli.errors import BatchFailedError, UsageError
-from realsr_cli.evaluation import folders, pairs
+
+if TYPE_CHECKING:
+    pass
 
 _SR_HELP = "Folder of SR images to score as they are (no model)."
 _HR_HELP = "HR references for SR_DIR, paired by relative path and stem; omit for --niqe only."
@@ -127,6 +129,8 @@ def eval_cmd(
 
       realsr eval --weights g.safetensors --lq lr --hq hr --hr-prior hrp.safetensors --json
     """
+    from realsr_cli.evaluation import pairs
+
     if sr_dir is not None:
         model_opts = {"--lq": lq, "--hq": hq, "--model": model, "--weights": weights,
                       "--hr-prior": hr_prior, "--top-k": top_k, "--save-dir": save_dir,
@@ -200,6 +204,8 @@ def eval_cmd(
 def _eval_dirs(sr_dir, hr_dir, scale, suffix, niqe, lpips, dists, crop_border, recursive, glob,
                json_out) -> None:
     """The SR_DIR form (see :mod:`realsr_cli.evaluation.folders` for the pairing rule)."""
+    from realsr_cli.evaluation import folders
+
     opts = folders.DirEvalOptions(
         scale=scale, crop_border=crop_border, reference=hr_dir is not None, niqe=niqe, lpips=lpips,
         dists=dists,

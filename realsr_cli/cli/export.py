@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from realsr_cli.cli import _output
 from realsr_cli.cli._options import OfflineOpt
-from realsr_cli.engine import export as exporter
 
+if TYPE_CHECKING:
+    pass
+
+
+#: engine/export.py's MIN_OPSET and CHECK_ATOL, repeated so that `--help` needs no torch import
+#: (tests/cli/test_cli_export.py checks they agree)
+MIN_OPSET = 18
+CHECK_ATOL = 1e-3
 
 def export(
     source: Annotated[
@@ -18,7 +25,7 @@ def export(
     ],
     onnx: Annotated[str, typer.Option("--onnx", help="Destination .onnx file (written atomically).", show_default=False)],
     opset: Annotated[
-        int | None, typer.Option("--opset", help=f"ONNX opset, >= {exporter.MIN_OPSET} (default: the exporter's).")
+        int | None, typer.Option("--opset", help=f"ONNX opset, >= {MIN_OPSET} (default: the exporter's).")
     ] = None,
     dynamic: Annotated[
         bool, typer.Option("--dynamic", help="Dynamic batch, height and width (RealSRT: batch only).")
@@ -34,7 +41,7 @@ def export(
     check: Annotated[
         bool,
         typer.Option("--check", help="Run onnxruntime and PyTorch on random inputs and print the max abs diff; "
-                     f"above {exporter.CHECK_ATOL} nothing is written."),
+                     f"above {CHECK_ATOL} nothing is written."),
     ] = False,
     optimize: Annotated[
         bool,
@@ -55,6 +62,8 @@ def export(
 
       realsr export my-femasr.safetensors --onnx tile256.onnx --height 256 --width 256 --opset 18
     """
+    from realsr_cli.engine import export as exporter
+
     options = exporter.ExportOptions(
         opset=opset, dynamic=dynamic, height=height, width=width, check=check, optimize=optimize
     )

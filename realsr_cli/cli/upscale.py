@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -31,8 +31,10 @@ from realsr_cli.cli._options import (
     TileOverlapOpt,
     WeightsOpt,
 )
-from realsr_cli.engine import api
 from realsr_cli.errors import UsageError
+
+if TYPE_CHECKING:
+    pass
 
 
 def upscale(
@@ -80,6 +82,8 @@ def upscale(
 
       realsr upscale photo.jpg --model ssr --depth-estimator depth_anything-v2-small
     """
+    from realsr_cli.engine import api
+
     if output is None:
         output = "-" if input == "-" else None
     if output == "-" and json_out:

@@ -231,6 +231,10 @@ def check_out_dir(out_dir: str | Path) -> None:
 
     root = Path(out_dir)
     hint = "choose another OUT_DIR, or make room / fix its permissions"
+    created = root  # the top-most folder this probe creates (removed again: nothing is left behind)
+    while not created.parent.exists() and created.parent != created:
+        created = created.parent
+    made = not root.exists()
     try:
         root.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=root, prefix=".realsr-probe-") as fh:
@@ -238,6 +242,8 @@ def check_out_dir(out_dir: str | Path) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         free = shutil.disk_usage(root).free
+        if made:
+            shutil.rmtree(created, ignore_errors=True)
     except OSError as exc:
         why = "the disk is full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
         raise ImageIOError(f"cannot write to the output folder {root}: {why}", hint=hint) from exc

@@ -109,3 +109,10 @@ def test_help_has_examples():
     assert res.code == 0
     text = res.stdout.decode()
     assert "realsr export femasr-x4 --onnx" in text and "--dynamic" in text and "--check" in text
+
+
+def test_help_constants_agree_with_the_exporter():
+    from realsr_cli.cli import export as cli_export
+    from realsr_cli.engine import export as engine_export
+
+    assert (cli_export.MIN_OPSET, cli_export.CHECK_ATOL) == (engine_export.MIN_OPSET, engine_export.CHECK_ATOL)

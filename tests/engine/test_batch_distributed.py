@@ -164,7 +164,10 @@ def test_out_dir_is_checked_before_any_model_work(tmp_path, monkeypatch):
     with pytest.raises(ImageIOError, match="cannot write to the output folder") as info:
         engine_batch.check_out_dir(blocker / "out")  # its parent is a file: cannot be created
     assert info.value.exit_code == 4
-    engine_batch.check_out_dir(tmp_path / "ok")  # creates it; leaves no probe behind
+    engine_batch.check_out_dir(tmp_path / "new" / "ok")  # probes, then leaves nothing behind
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "ok").mkdir()
+    engine_batch.check_out_dir(tmp_path / "ok")
     assert list((tmp_path / "ok").iterdir()) == []
     monkeypatch.setattr("shutil.disk_usage", lambda p: type("U", (), {"free": 1024})())
     with pytest.raises(ImageIOError, match="MiB free"):
