@@ -18,10 +18,8 @@ import gc
 import logging
 import os
 import secrets
-from collections.abc import Sequence
 
 import torch
-from torch import Tensor
 
 from realsr_cli import _noise
 from realsr_cli.errors import DeviceError, UsageError
@@ -188,16 +186,9 @@ def make_generator(seed: int | None = None) -> torch.Generator:
     return gen
 
 
-def randn(
-    shape: Sequence[int],
-    *,
-    generator: torch.Generator | None,
-    device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.float32,
-) -> Tensor:
-    """Standard normal noise drawn on the CPU in float32, then cast to ``dtype`` and moved
-    (:func:`realsr_cli._noise.randn`, the package's one noise rule)."""
-    return _noise.randn(shape, generator=generator, device=device, dtype=dtype)
+#: standard normal noise drawn on the CPU in float32, then cast and moved: the package's one noise
+#: rule (:func:`realsr_cli._noise.randn`), re-exported for the engine's callers
+randn = _noise.randn
 
 
 _OOM_MESSAGES = (

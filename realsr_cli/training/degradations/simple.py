@@ -61,17 +61,24 @@ class BicubicConfig:
         _check_scale(self.scale)
 
 
-class BicubicDegradation:
-    """``lq = antialiased_bicubic_down(hr)``, rounded to 8 bits; the generator is not used."""
+class _Pipeline:
+    """``pipeline(config)``; ``config_cls()`` when None; ``scale`` from the config."""
 
-    config_cls = BicubicConfig
+    config_cls: type
 
-    def __init__(self, config: BicubicConfig | None = None) -> None:
-        self.config = config if config is not None else BicubicConfig()
+    def __init__(self, config: object | None = None) -> None:
+        self.config = config if config is not None else self.config_cls()
 
     @property
     def scale(self) -> int:
         return self.config.scale
+
+
+class BicubicDegradation(_Pipeline):
+    """``lq = antialiased_bicubic_down(hr)``, rounded to 8 bits; the generator is not used."""
+
+    config_cls = BicubicConfig
+
 
     @torch.no_grad()
     def __call__(self, hr: Tensor, generator: torch.Generator) -> Tensor:
@@ -127,7 +134,7 @@ class MildConfig:
             raise ConfigError(f"resize_modes must be a non-empty subset of {ops.RESIZE_MODES}")
 
 
-class MildDegradation:
+class MildDegradation(_Pipeline):
     """blur (p) -> x``scale`` down (random mode) -> Gaussian or Poisson noise (p) -> JPEG (p) -> 8 bit.
 
     Every draw is made whether or not its step applies, so one image's choices never shift the
@@ -136,12 +143,6 @@ class MildDegradation:
 
     config_cls = MildConfig
 
-    def __init__(self, config: MildConfig | None = None) -> None:
-        self.config = config if config is not None else MildConfig()
-
-    @property
-    def scale(self) -> int:
-        return self.config.scale
 
     def _one(self, hr: Tensor, generator: torch.Generator) -> Tensor:
         cfg = self.config
@@ -188,13 +189,13 @@ class MixConfig:
             raise ConfigError(f"weights must be three non-negative numbers, not all 0; got {self.weights}")
 
 
-class MixDegradation:
+class MixDegradation(_Pipeline):
     """Per image, one of bicubic / mild / Real-ESRGAN chosen with ``MixConfig.weights``."""
 
     config_cls = MixConfig
 
     def __init__(self, config: MixConfig | None = None) -> None:
-        self.config = config if config is not None else MixConfig()
+        super().__init__(config)
         s = self.config.scale
         self.parts = (
             BicubicDegradation(BicubicConfig(scale=s)),
@@ -202,9 +203,6 @@ class MixDegradation:
             RealESRGANDegradation(RealESRGANConfig(scale=s)),
         )
 
-    @property
-    def scale(self) -> int:
-        return self.config.scale
 
     @torch.no_grad()
     def __call__(self, hr: Tensor, generator: torch.Generator) -> Tensor:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from realsr_cli.training.losses.gan import hinge_d_loss, hinge_g_loss
 from realsr_cli.training.losses.perceptual import PerceptualLoss, PerceptualTerms, gram_matrix
-from realsr_cli.training.losses.pixel import charbonnier_loss, l1_loss, mse_loss
+from realsr_cli.training.losses.pixel import PIXEL_LOSSES, charbonnier_loss, l1_loss, mse_loss
 from realsr_cli.training.losses.uncertainty import esu_loss, ud_loss, ud_weight
 from realsr_cli.training.losses.vgg import (
     IMAGENET_MEAN,
@@ -25,6 +25,7 @@ from realsr_cli.training.losses.vgg import (
 from realsr_cli.training.losses.vq import fema_loss, vq_codebook_loss
 
 __all__ = [
+    "PIXEL_LOSSES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "PerceptualLoss",

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from realsr_cli.errors import UsageError
 
-__all__ = ["Reduction", "charbonnier_loss", "l1_loss", "mse_loss", "reduce"]
+__all__ = ["PIXEL_LOSSES", "Reduction", "charbonnier_loss", "l1_loss", "mse_loss", "reduce"]
 
 Reduction = Literal["mean", "sum", "none"]
 
@@ -64,3 +64,7 @@ def charbonnier_loss(
     _check(pred, target)
     loss = torch.sqrt((pred - target).square() + eps * eps)
     return reduce(loss if weight is None else loss * weight, reduction)
+
+
+#: the pixel losses a stage config may name (``loss.pixel``)
+PIXEL_LOSSES = {"l1": l1_loss, "mse": mse_loss, "charbonnier": charbonnier_loss}

@@ -30,7 +30,7 @@ from realsr_cli.training.config import (
     ScheduleConfig,
     StageConfigBase,
 )
-from realsr_cli.training.losses import charbonnier_loss, l1_loss, mse_loss
+from realsr_cli.training.losses import PIXEL_LOSSES
 from realsr_cli.training.stage import Export, Stage, StepContext
 from realsr_cli.training.stages.helpers import net_state_dict, scalars
 
@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["BicResInputsConfig", "BicResLossConfig", "BicResStage", "BicResStageConfig"]
 
-_PIXEL_LOSSES = {"l1": l1_loss, "mse": mse_loss, "charbonnier": charbonnier_loss}
 
 
 @dataclass(frozen=True)
@@ -117,7 +116,7 @@ class BicResStage(Stage):
         loss = self.config.loss
         with ctx.autocast():
             sr = self.nets["g"](batch["lq"])
-        pixel = loss.pixel_weight * _PIXEL_LOSSES[loss.pixel](sr.float(), batch["hq"].float())
+        pixel = loss.pixel_weight * PIXEL_LOSSES[loss.pixel](sr.float(), batch["hq"].float())
         ctx.backward_step(pixel, "g")
         return scalars({"pixel": pixel})
 

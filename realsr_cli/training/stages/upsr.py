@@ -82,12 +82,7 @@ from realsr_cli.training.config import (
     ScheduleConfig,
     StageConfigBase,
 )
-from realsr_cli.training.losses import (
-    VGGFeatureExtractor,
-    charbonnier_loss,
-    l1_loss,
-    mse_loss,
-)
+from realsr_cli.training.losses import PIXEL_LOSSES, VGGFeatureExtractor, mse_loss
 from realsr_cli.training.stage import Export, Stage, StepContext
 from realsr_cli.training.stages.helpers import freeze, net_state_dict, scalars
 from realsr_cli.training.stages.reconstruction import (
@@ -114,7 +109,6 @@ __all__ = [
 #: added to the run seed for the stage's own (timestep + noise) generator, so its stream differs
 #: from the data pipeline's, which is seeded with ``seed + rank`` too
 _NOISE_SEED_OFFSET = 0x5EED
-_PIXEL_LOSSES = {"l1": l1_loss, "mse": mse_loss, "charbonnier": charbonnier_loss}
 _AUX_HINT = (
     "train g first with the `upsr-g` stage and set inputs.aux_weights to its exported file, or "
     "point it at UPSR's released `atd_real.pth` (or a converted `upsr` model); "
@@ -415,7 +409,7 @@ class UPSRGStage(Stage):
         loss = self.config.loss
         with ctx.autocast():
             sr = self.nets["aux"](batch["lq"])
-        pixel = loss.pixel_weight * _PIXEL_LOSSES[loss.pixel](sr.float(), batch["hq"].float())
+        pixel = loss.pixel_weight * PIXEL_LOSSES[loss.pixel](sr.float(), batch["hq"].float())
         ctx.backward_step(pixel, "aux")
         return scalars({"pixel": pixel})
 
