@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -135,10 +136,49 @@ class ProgressView:
             self._tiles = None
 
 
+class LineProgressView(ProgressView):
+    """Without a terminal (logs, CI, ``2> file``): a plain line on stderr at most every
+    ``every`` seconds (``tiles 12/40 (30%), 18 s``), so a long run is never silent."""
+
+    def __init__(self, every: float = 10.0) -> None:
+        super().__init__(None)
+        self._every, self._last, self._t0 = every, 0.0, time.monotonic()
+        self._done_images, self._total_images = 0, 0
+
+    def _say(self, what: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self._last < self._every and done < total:
+            return
+        if done >= total and now - self._t0 < self._every:  # a short run needs no line at all
+            return
+        self._last = now
+        pct = f" ({100 * done / total:.0f}%)" if total else ""
+        err.print(f"{what} {done}/{total}{pct}, {now - self._t0:.0f} s", highlight=False)
+
+    def images(self, total: int) -> None:
+        self._total_images = total
+
+    def advance_image(self, name: str = "") -> None:
+        self._done_images += 1
+        self._say("images", self._done_images, self._total_images)
+
+    def tiles(self, done: int, total: int) -> None:
+        self._say("tiles", done, total)
+
+    def steps(self, done: int, total: int) -> None:
+        """Training already logs a line every ``run.log_every`` steps."""
+
+    def bytes(self, done: int, total: int) -> None:
+        self._say("downloaded bytes", done, total)
+
+
 @contextmanager
 def progress(enabled: bool = True) -> Iterator[ProgressView]:
-    if not enabled or _quiet or not err.is_terminal:
+    if not enabled or _quiet:
         yield ProgressView(None)
+        return
+    if not err.is_terminal:
+        yield LineProgressView()
         return
     p = Progress(
         TextColumn("{task.description}"),

@@ -75,9 +75,26 @@ def _is_click_usage(exc: BaseException) -> bool:
     )
 
 
+_SHELLS = ("bash", "zsh", "fish", "powershell", "pwsh")
+
+
+def _show_completion_for(args: list[str]) -> bool:
+    """``--show-completion SHELL``: print that shell's script. typer treats the option as a flag
+    when it can detect the current shell and ignores a named one (``--show-completion zsh``
+    printed the bash script); a named shell wins here."""
+    if len(args) == 2 and args[0] == "--show-completion" and args[1] in _SHELLS:
+        from typer.completion import get_completion_script
+
+        typer.echo(get_completion_script(prog_name="realsr", complete_var="_REALSR_COMPLETE", shell=args[1]))
+        return True
+    return False
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry: run the app, turn every failure into a message and an exit code."""
     _output.setup()
+    if _show_completion_for(sys.argv[1:] if argv is None else list(argv)):
+        return
     try:
         rv = app(args=argv, prog_name="realsr", standalone_mode=False)
     except RealSRError as exc:

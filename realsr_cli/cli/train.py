@@ -161,13 +161,13 @@ def stages(json_out: JsonOpt = False) -> None:
 
     Example: realsr train stages --json
     """
-    from realsr_cli.training.run import packaged_configs
+    from realsr_cli.training.run import config_stage, packaged_configs
     from realsr_cli.training.stages import STAGES
 
     shipped = set(packaged_configs())
     rows = []
     for name, factory in sorted(STAGES.items()):
-        configs = [c for c in (name, f"{name}-tiny") if c in shipped]
+        configs = sorted(c for c in shipped if config_stage(c) == name)  # NAME, NAME-tiny, NAME-cpu ...
         rows.append((name, factory().summary, configs))
     if json_out:
         stage_list = [{"stage": n, "summary": s, "configs": c} for n, s, c in rows]

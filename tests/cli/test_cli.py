@@ -208,3 +208,27 @@ def test_models_list_marks_the_default_model_and_never_shortens_ids(monkeypatch)
     text = res.stderr if isinstance(res.stderr, str) else res.stderr.decode()
     for entry in load_catalog().entries:
         assert entry.id in text
+
+
+@pytest.mark.parametrize("shell,marker", [("zsh", "compdef"), ("fish", "complete --command realsr"), ("bash", "COMPREPLY")])
+def test_show_completion_prints_the_named_shell(shell, marker, capsys):
+    """Issue 18: `--show-completion zsh` printed the bash script."""
+    from realsr_cli.cli.app import main
+
+    main(["--show-completion", shell])
+    assert marker in capsys.readouterr().out
+
+
+def test_progress_lines_without_a_terminal(capsys, monkeypatch):
+    """Issue 18: a long upscale gave no progress at all when stderr is not a terminal."""
+    from realsr_cli.cli import _output
+
+    view = _output.LineProgressView(every=0.0)
+    view._t0 -= 100  # a run that has been going for a while
+    for done in range(1, 4):
+        view.tiles(done, 3)
+    err = capsys.readouterr().err
+    assert "tiles 1/3 (33%)" in err and "tiles 3/3 (100%)" in err
+    quick = _output.LineProgressView(every=10.0)
+    quick.tiles(1, 1)  # a run shorter than the interval prints nothing
+    assert capsys.readouterr().err == ""
