@@ -5,6 +5,8 @@ Every CLI subcommand goes through these functions; scripts and notebooks can too
     import realsr_cli
     model = realsr_cli.load_model("femasr-x4", device="cpu")
     sr = model(lq)            # (B,3,H,W) float32 [0,1] -> (B,3,4H,4W) float32, not clamped
+
+Size (over STYLE's ~300-line guide): it is the public Python API; each entry point keeps its docstring and checks here.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 Under torchrun every rank plans the same sorted list, runs its :func:`shard` of it, and rank 0
 gathers the per-rank summaries into one (:func:`gather`); see docs/cli.md, "Many GPUs / many
 machines".
+
+Size (over STYLE's ~300-line guide): planning, sharding over ranks, merging summaries and the run loop share the Job/BatchSummary types.
 """
 
 from __future__ import annotations

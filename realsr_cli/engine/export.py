@@ -14,6 +14,8 @@ codebook search runs unchunked and Swin blocks compute their shifted-window mask
 
 Which architectures export: the literal table :data:`EXPORT_RULES`. The file goes to a temporary
 name in the destination folder, renamed into place when complete (with ``check``: and verified).
+
+Size (over STYLE's ~300-line guide): per-architecture export rules, size validation and the onnxruntime check belong to one command.
 """
 
 from __future__ import annotations

@@ -23,6 +23,8 @@ Run manifest (model, weights sha256, tile, precision, seed, version; strings) = 
 object with sorted keys, stored in PNG as a ``tEXt`` chunk with keyword ``realsr`` (plus
 ``Software``), in JPEG/WebP/TIFF as EXIF ``UserComment`` (ASCII; replaces the source's) plus EXIF
 ``Software``, in BMP nowhere. :func:`read_manifest` reads it back.
+
+Size (over STYLE's ~300-line guide): every format's metadata rules (ICC, EXIF, PNG chunks, 16-bit) must sit beside the one encoder that applies them.
 """
 
 from __future__ import annotations

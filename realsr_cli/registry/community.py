@@ -18,6 +18,8 @@ SPAN, OmniSR ... A file is ours when it is a safetensors file with realsr metada
    own checkpoint", has the table).
 
 spandrel is imported lazily and only here (layer rule: the registry may use it; models never do).
+
+Size (over STYLE's ~300-line guide): safe pickle reading, spandrel detection and its precision/tiling mapping are one loader.
 """
 
 from __future__ import annotations

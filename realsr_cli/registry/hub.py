@@ -16,6 +16,8 @@
 - auxiliary entries (``kind = "aux"``, e.g. torchvision's VGGs) are never converted: ``fetch``
   returns the verified published file itself. When its file name carries torch.hub's hash prefix
   (``vgg16-397923af.pth``: ``-<8+ hex>.<ext>``), the download's sha256 must also start with it.
+
+Size (over STYLE's ~300-line guide): three source kinds (hub, URL, package), trust-on-first-use and converted-file records share one verify/cache path.
 """
 
 from __future__ import annotations
