@@ -51,6 +51,7 @@ def options(
     quality: int = 95,
     fmt: str | None = None,
     max_pixels: int | None = None,
+    tta: bool = False,
 ) -> api.UpscaleOptions:
     """The one place the CLI builds (and so validates) the engine's options; every command that
     runs a model (upscale, batch, eval) calls it and passes the result down unchanged."""
@@ -68,6 +69,7 @@ def options(
         bit_depth=bit_depth,
         quality=quality,
         format=fmt,
+        tta=tta,
         **kwargs,
     )
 

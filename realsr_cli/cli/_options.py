@@ -66,6 +66,10 @@ TileOverlapOpt = Annotated[
     int | None, typer.Option("--tile-overlap", help="Overlap between tiles in LR pixels (default: per model).", min=0)
 ]
 TileBatchOpt = Annotated[int, typer.Option("--tile-batch", help="Tiles per forward pass.", min=1)]
+TtaOpt = Annotated[
+    bool,
+    typer.Option("--tta", help="x8 self-ensemble: average the model over the 8 flips/rotations (8x the time)."),
+]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed for diffusion/token models.")]
 StepsOpt = Annotated[int | None, typer.Option("--steps", help="Sampling steps for diffusion/token models.", min=1)]
 BitDepthOpt = Annotated[

@@ -28,6 +28,7 @@ from realsr_cli.cli._options import (
     TileBatchOpt,
     TileOpt,
     TileOverlapOpt,
+    TtaOpt,
     WeightsOpt,
 )
 from realsr_cli.errors import EXIT_BATCH_FAILURES, EXIT_INTERRUPTED
@@ -50,6 +51,7 @@ def batch(
     tile: TileOpt = "auto",
     tile_overlap: TileOverlapOpt = None,
     tile_batch: TileBatchOpt = 1,
+    tta: TtaOpt = False,
     seed: SeedOpt = None,
     steps: StepsOpt = None,
     bit_depth: BitDepthOpt = None,
@@ -85,7 +87,7 @@ def batch(
 
     opts = _common.options(
         scale=scale, tile=tile, tile_overlap=tile_overlap, tile_batch=tile_batch, seed=seed, steps=steps,
-        alpha=alpha.value, bit_depth=bit_depth, quality=quality, fmt=fmt, max_pixels=max_pixels,
+        alpha=alpha.value, bit_depth=bit_depth, quality=quality, fmt=fmt, max_pixels=max_pixels, tta=tta,
     )
     jobs = engine_batch.plan(
         in_dir, out_dir, recursive=recursive, pattern=glob, fmt=fmt, aux_dir=save_aux

@@ -29,6 +29,7 @@ from realsr_cli.cli._options import (
     TileBatchOpt,
     TileOpt,
     TileOverlapOpt,
+    TtaOpt,
     WeightsOpt,
 )
 from realsr_cli.errors import UsageError
@@ -51,6 +52,7 @@ def upscale(
     tile: TileOpt = "auto",
     tile_overlap: TileOverlapOpt = None,
     tile_batch: TileBatchOpt = 1,
+    tta: TtaOpt = False,
     seed: SeedOpt = None,
     steps: StepsOpt = None,
     bit_depth: BitDepthOpt = None,
@@ -90,7 +92,7 @@ def upscale(
         raise UsageError("--json prints on stdout, which is taken by the image (-o -)", hint="write to a file with -o")
     opts = _common.options(
         scale=scale, tile=tile, tile_overlap=tile_overlap, tile_batch=tile_batch, seed=seed, steps=steps,
-        alpha=alpha.value, bit_depth=bit_depth, quality=quality, fmt=fmt, max_pixels=max_pixels,
+        alpha=alpha.value, bit_depth=bit_depth, quality=quality, fmt=fmt, max_pixels=max_pixels, tta=tta,
     )
     if output is not None:
         api.check_not_input(input, output, overwrite=overwrite)  # before any model work

@@ -269,6 +269,7 @@ def upscale_image(
         "seed": result.seed,
         "fp32_fallbacks": result.fp32_fallbacks,
         "scale": target_scale,
+        "tta": options.tta,
     }
     return out, info
 
@@ -298,6 +299,8 @@ def manifest_for(model: LoadedModel, info: dict[str, Any]) -> dict[str, str]:
         "seed": "" if info.get("seed") is None else str(info["seed"]),
         "device": str(model.device),
     }
+    if info.get("tta"):
+        manifest["tta"] = "x8"
     if has(model.net, ManifestExtra):
         for key, value in model.net.manifest_extra().items():
             manifest.setdefault(str(key), str(value))

@@ -29,7 +29,7 @@ import hashlib
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -72,6 +72,9 @@ class RunOptions:
     tile_batch: int = 1
     seed: int | None = None
     steps: int | None = None
+    #: x8 self-ensemble: the 8 flips/rotations of the input, each run (tiled like the plain
+    #: image, stochastic models with the same seed for every view) and mapped back, averaged
+    tta: bool = False
 
     def __post_init__(self) -> None:
         """Validated once, where the options are built (CLI, Python API); ``run_model`` trusts them."""
@@ -186,6 +189,20 @@ class _Runner:
         return out
 
 
+#: the x8 self-ensemble (Lim et al., EDSR+, 2017): (rot90 turns k, horizontal flip)
+TTA_VIEWS: tuple[tuple[int, bool], ...] = tuple((k, f) for f in (False, True) for k in range(4))
+
+
+def _view(x: Tensor, k: int, flip: bool) -> Tensor:
+    x = x.flip(-1) if flip else x
+    return torch.rot90(x, k, dims=(-2, -1)) if k else x
+
+
+def _unview(x: Tensor, k: int, flip: bool) -> Tensor:
+    x = torch.rot90(x, -k, dims=(-2, -1)) if k else x
+    return x.flip(-1) if flip else x
+
+
 @torch.no_grad()
 def run_model(
     model: LoadedModel,
@@ -194,9 +211,36 @@ def run_model(
     *,
     progress: Progress | None = None,
 ) -> RunResult:
-    """Upscale ``lq`` (N,3,H,W) float32 in [0,1] on the CPU -> :class:`RunResult` (sr on the CPU)."""
+    """Upscale ``lq`` (N,3,H,W) float32 in [0,1] on the CPU -> :class:`RunResult` (sr on the CPU).
+
+    With ``options.tta`` the 8 views of :data:`TTA_VIEWS` each go through the same run (same
+    tiling policy, same seed) and their outputs, mapped back, are averaged; ``tiles`` and
+    ``fp32_fallbacks`` then count over all views."""
     if lq.ndim != 4:
         raise UsageError(f"expected lq of shape (N,3,H,W), got {tuple(lq.shape)}")
+    if not options.tta:
+        return _run_once(model, lq, options, progress)
+    if model.spec.stochastic and options.seed is None:  # one seed for every view
+        options = replace(options, seed=devices.make_generator(None).initial_seed())
+    total = None
+    tiles = fallbacks = 0
+    first: RunResult | None = None
+    for i, (k, flip) in enumerate(TTA_VIEWS):
+        def view_progress(done: int, n: int, i: int = i) -> None:
+            if progress is not None:
+                progress(i * n + done, len(TTA_VIEWS) * n)
+
+        res = _run_once(model, _view(lq, k, flip), options, view_progress)
+        sr = _unview(res.sr, k, flip)
+        total = sr if total is None else total.add_(sr)
+        tiles, fallbacks = tiles + res.tiles, fallbacks + res.fp32_fallbacks
+        first = first or res
+    assert total is not None and first is not None
+    return RunResult(sr=total.div_(len(TTA_VIEWS)), tile=first.tile, tiles=tiles,
+                     fp32_fallbacks=fallbacks, seed=first.seed)
+
+
+def _run_once(model: LoadedModel, lq: Tensor, options: RunOptions, progress: Progress | None) -> RunResult:
     spec = model.spec
     lq = lq.detach().to("cpu", torch.float32)
     height, width = lq.shape[-2:]

@@ -219,16 +219,24 @@ def test_show_completion_prints_the_named_shell(shell, marker, capsys):
     assert marker in capsys.readouterr().out
 
 
-def test_progress_lines_without_a_terminal(capsys, monkeypatch):
+def test_progress_lines_without_a_terminal(monkeypatch):
     """Issue 18: a long upscale gave no progress at all when stderr is not a terminal."""
+    import io as _io
+
+    from rich.console import Console
+
     from realsr_cli.cli import _output
 
+    buf = _io.StringIO()
+    monkeypatch.setattr(_output, "err", Console(file=buf, force_terminal=False))
     view = _output.LineProgressView(every=0.0)
     view._t0 -= 100  # a run that has been going for a while
     for done in range(1, 4):
         view.tiles(done, 3)
-    err = capsys.readouterr().err
+    err = buf.getvalue()
     assert "tiles 1/3 (33%)" in err and "tiles 3/3 (100%)" in err
+    buf.truncate(0)
+    buf.seek(0)
     quick = _output.LineProgressView(every=10.0)
     quick.tiles(1, 1)  # a run shorter than the interval prints nothing
-    assert capsys.readouterr().err == ""
+    assert buf.getvalue() == ""

@@ -396,3 +396,37 @@ def test_arch_blending_settings_reach_the_tiler():
     assert res.tiles == 6
     torch.testing.assert_close(res.sr, expected, atol=1e-6, rtol=0)
     assert not torch.allclose(res.sr, default, atol=1e-4)
+
+
+def test_tta_averages_the_eight_views_and_composes_with_tiling():
+    """--tta: the x8 self-ensemble is the mean of the 8 views mapped back; tiled == untiled (each
+    view tiled like the plain image); tiles count over all views."""
+    from realsr_cli.engine.runner import TTA_VIEWS, _unview, _view
+
+    lq = image(37, 29)
+    for k, flip in TTA_VIEWS:  # every view maps back exactly
+        assert torch.equal(_unview(_view(lq, k, flip), k, flip), lq)
+    model = loaded(LocalNet(), tile_margin=4)  # margin >= the net's receptive radius: exact tiling
+    plain = run_model(model, lq, RunOptions(tile=0)).sr
+    ens = run_model(model, lq, RunOptions(tile=0, tta=True))
+    assert ens.tiles == 8 and ens.sr.shape == plain.shape
+    manual = sum(_unview(run_model(model, _view(lq, k, f), RunOptions(tile=0)).sr, k, f) for k, f in TTA_VIEWS) / 8
+    torch.testing.assert_close(ens.sr, manual, atol=1e-6, rtol=0)
+    tiled = run_model(model, lq, RunOptions(tile=16, tile_overlap=8, tta=True))
+    assert tiled.tiles > 8
+    torch.testing.assert_close(tiled.sr, ens.sr, atol=1e-5, rtol=0)
+
+
+def test_tta_gives_a_stochastic_model_one_seed_for_every_view(monkeypatch):
+    from realsr_cli.engine import runner
+
+    seeds = []
+    real = runner._run_once
+
+    def spy(model, lq, options, progress):
+        seeds.append(options.seed)
+        return real(model, lq, options, progress)
+
+    monkeypatch.setattr(runner, "_run_once", spy)
+    run_model(loaded(LocalNet(), stochastic=True), image(16, 16), RunOptions(tile=0, tta=True))
+    assert len(seeds) == 8 and len(set(seeds)) == 1 and seeds[0] is not None
