@@ -214,7 +214,7 @@ def test_extra_catalogs_from_the_environment(tmp_path, tiny_arch, monkeypatch):
     extra = write_catalog(tmp_path / "mine.toml", [entry_dict()])
     monkeypatch.setenv("REALSR_WEIGHTS_TOML", str(extra))
     c = load_catalog()
-    assert "tiny-x2" in c and "femasr-x4" in c and c.default().id == "ugtsr-x4-cpu"  # the packaged default stays
+    assert "tiny-x2" in c and "femasr-x4" in c and c.default().id == "bicres-x4"  # the packaged default stays
     assert c.get("tiny-x2").origin == str(extra)
 
     clash = write_catalog(tmp_path / "clash.toml", [entry_dict(id="femasr-x4", arch="femasr", scale=4)])

@@ -73,3 +73,18 @@ def test_shipped_default_model_is_a_package_entry():
     path = hub.fetch(e, offline=True)
     assert path.is_file() and path.stat().st_size <= 20 * 2**20
     assert catalog.get("ugtsr").id == e.id  # `--model ugtsr` resolves to it (no larger UGTSR listed)
+
+
+def test_every_shipped_weights_file_matches_its_recorded_sha256():
+    """The real catalog's package entries (the default bicres-x4, ugtsr-x4-cpu, ssr-x4-cpu): the
+    file in realsr_cli/weights/ hashes to weights.toml's sha256, and loads strictly."""
+    from realsr_cli.registry.loader import file_sha256, load_weights
+
+    shipped = [e for e in load_catalog().entries if e.source.kind == "package"]
+    assert {"bicres-x4", "ugtsr-x4-cpu", "ssr-x4-cpu"} <= {e.id for e in shipped}
+    for entry in shipped:
+        path = hub.package_file(entry)
+        assert file_sha256(path) == entry.sha256, entry.id
+        spec, _config, _net = load_weights(path)
+        assert spec.name == entry.arch
+    assert load_catalog().default().id == "bicres-x4"
