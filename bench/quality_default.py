@@ -78,16 +78,19 @@ def label(spec: str) -> str:
     return Path(spec).stem if Path(spec).is_file() else spec
 
 
-def upscale_all(lr: Path, work: Path, models: list[str], scale: int) -> dict[str, tuple[Path, float]]:
-    """bicubic + every model over ``lr``: label -> (SR folder, seconds)."""
+def upscale_all(lr: Path, work: Path, models: list[str], scale: int, tta: bool = False) -> dict[str, tuple[Path, float]]:
+    """bicubic + every model (and with ``tta`` each model with ``--tta`` too, labelled
+    ``LABEL+tta``) over ``lr``: label -> (SR folder, seconds of its batch run)."""
     t = time.perf_counter()
     bicubic_folder(lr, work / "bicubic", scale)
     out = {"bicubic": (work / "bicubic", time.perf_counter() - t)}
     for spec in models:
-        dst = work / f"sr-{label(spec)}"
-        t = time.perf_counter()
-        realsr("batch", str(lr), str(dst), *model_args(spec), "--format", "png", "--skip-existing")
-        out[label(spec)] = (dst, time.perf_counter() - t)
+        for extra in ([], ["--tta"]) if tta else ([],):
+            name = label(spec) + ("+tta" if extra else "")
+            dst = work / f"sr-{name}"
+            t = time.perf_counter()
+            realsr("batch", str(lr), str(dst), *model_args(spec), "--format", "png", "--skip-existing", *extra)
+            out[name] = (dst, time.perf_counter() - t)
     return out
 
 
@@ -109,12 +112,13 @@ def main() -> None:
     ap.add_argument("--pipelines", nargs="*", default=["bicubic", "mild", "realesrgan"], choices=PIPELINES)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--scale", type=int, default=4)
+    ap.add_argument("--tta", action="store_true", help="also run each model with --tta (x8 self-ensemble)")
     args = ap.parse_args()
     if not args.models:
         from realsr_cli.registry.catalog import load_catalog
 
         args.models = [load_catalog().default_model]
-    labels = [label(m) for m in args.models]
+    labels = [label(m) + suffix for m in args.models for suffix in (("", "+tta") if args.tta else ("",))]
     report: dict = {"seed": args.seed, "scale": args.scale, "models": args.models, "pipelines": {}, "real": {}}
     for pipe in args.pipelines:
         rows, sets = [], {}
@@ -124,7 +128,7 @@ def main() -> None:
             realsr("degrade", str(work / "hr"), str(work / "lr"), "--pipeline", pipe,
                    "--scale", str(args.scale), "--seed", str(args.seed), "--skip-existing")
             results = {}
-            for key, (folder, seconds) in upscale_all(work / "lr", work, args.models, args.scale).items():
+            for key, (folder, seconds) in upscale_all(work / "lr", work, args.models, args.scale, args.tta).items():
                 mean = realsr("eval", str(folder), str(work / "hr"), "--scale", str(args.scale))["mean"]
                 results[key] = {**mean, "seconds": seconds}
             sets[Path(name).name] = results
@@ -145,7 +149,7 @@ def main() -> None:
             img = read_image(src)
             write_image(work / "lr" / f"{src.stem}.png", ImageData(pixels=img.pixels, bit_depth=8))
         results = {key: realsr("eval", str(folder), "--niqe")["mean"]["niqe"]
-                   for key, (folder, _) in upscale_all(work / "lr", work, args.models, args.scale).items()}
+                   for key, (folder, _) in upscale_all(work / "lr", work, args.models, args.scale, args.tta).items()}
         report["real"][name] = results
         rows.append((name, f"{results['bicubic']:.3f}", *(
             f"{results[k]:.3f} ({results[k] - results['bicubic']:+.3f})" for k in labels)))

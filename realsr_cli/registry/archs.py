@@ -214,7 +214,10 @@ def _bicres() -> ArchSpec:
         default_overlap=32,
         tile_margin=16,
         half_ok=True,
-        channels_last=True,  # plain 3x3 convs: 1.3x on this CPU (bench/bench_default.py)
+        channels_last=True,  # plain 3x3 convs: 1.4-1.7x over NCHW on a 2-core AVX512 CPU
+        # bf16 output vs fp32 on 68 real LR images: worst 51.8 dB, max 3 8-bit levels (>= 45 dB:
+        # safe); 2.5x over fp32 NCHW (bench/bench_cpu_fastpath.py, docs/benchmarks.md)
+        cpu_bf16=True,
         whole_image_up_to=4.0,  # cheap activations: whole images up to 2048 LR px when memory allows
     )
 

@@ -1,6 +1,7 @@
 """The README's first command: `realsr upscale docs/examples/astronaut-lq.png -o out.png` with no
---model, offline, on an empty cache, runs the embedded default model shipped in the package; `--model ssr`
-runs SSR's shipped CPU demo weights the same way."""
+--model, offline, on an empty cache, runs the embedded default model shipped in the package
+(bicres-x4); `--model ugtsr` still means our UGTSR; `--model ssr` runs SSR's shipped CPU demo
+weights the same way."""
 
 from __future__ import annotations
 
@@ -22,16 +23,26 @@ def test_first_run_offline_uses_the_embedded_model(tmp_path, monkeypatch):
     res = run_cli(["upscale", str(EXAMPLE), "-o", str(out), "--offline", "--device", "cpu", "--json"])
     assert res.code == 0, res.stderr
     report = json.loads(res.stdout)
-    assert (report["model"], report["arch"], report["output_size"]) == ("ugtsr-x4-cpu", "ugtsr", [512, 512])
+    assert (report["model"], report["arch"], report["output_size"]) == ("bicres-x4", "bicres", [512, 512])
     assert not (tmp_path / "empty-cache").exists() or not any((tmp_path / "empty-cache").rglob("*.safetensors"))
     sr = np.asarray(Image.open(out).convert("RGB"), dtype=np.float64)
     lq = np.asarray(Image.open(EXAMPLE).convert("RGB"), dtype=np.float64)
     # the x4 result, box-downscaled, stays close to its input (a trained model, not noise) ...
     down = sr.reshape(128, 4, 128, 4, 3).mean(axis=(1, 3))
     assert np.abs(down - lq).mean() < 12.0
-    # ... and is smoother than the noisy input magnified (the model denoises)
+    # ... it is not bicubic (the residual did something), and it is smoother than the noisy input
+    # magnified (it removes some of the Real-ESRGAN noise and blocking)
     bic = np.asarray(Image.open(EXAMPLE).convert("RGB").resize((512, 512), Image.BICUBIC), dtype=np.float64)
+    assert np.abs(sr - bic).mean() > 0.5
     assert np.abs(np.diff(sr, axis=1)).mean() < np.abs(np.diff(bic, axis=1)).mean()
+
+
+def test_model_ugtsr_still_resolves_to_our_ugtsr(monkeypatch):
+    from realsr_cli.registry.catalog import load_catalog
+
+    monkeypatch.delenv("REALSR_WEIGHTS_TOML", raising=False)
+    catalog = load_catalog()
+    assert catalog.get("ugtsr").id == "ugtsr-x4-cpu" and catalog.default().id == "bicres-x4"
 
 
 def test_model_ssr_runs_the_shipped_cpu_demo_weights_offline(tmp_path, monkeypatch):

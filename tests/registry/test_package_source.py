@@ -69,10 +69,11 @@ def test_shipped_default_model_is_a_package_entry():
     """The packaged catalog's default model ships inside the package and verifies (offline)."""
     catalog = load_catalog()
     e = catalog.default()
-    assert e.source.kind == "package" and e.arch == "ugtsr" and e.scale == 4
+    assert e.source.kind == "package" and e.arch == "bicres" and e.scale == 4
     path = hub.fetch(e, offline=True)
-    assert path.is_file() and path.stat().st_size <= 20 * 2**20
-    assert catalog.get("ugtsr").id == e.id  # `--model ugtsr` resolves to it (no larger UGTSR listed)
+    assert path.is_file() and path.stat().st_size <= 5 * 2**20  # issue 13: <= 5 MB
+    assert catalog.get("bicres").id == e.id
+    assert catalog.get("ugtsr").id == "ugtsr-x4-cpu"  # `--model ugtsr` keeps meaning our UGTSR
 
 
 def test_every_shipped_weights_file_matches_its_recorded_sha256():
