@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from realsr_cli.errors import ConfigError, WeightsError
 from realsr_cli.models.bicres import BicResConfig, BicResNet
@@ -30,9 +30,8 @@ from realsr_cli.training.config import (
     ScheduleConfig,
     StageConfigBase,
 )
-from realsr_cli.training.losses import PIXEL_LOSSES
-from realsr_cli.training.stage import Export, Stage, StepContext
-from realsr_cli.training.stages.helpers import net_state_dict, scalars
+from realsr_cli.training.stage import Export
+from realsr_cli.training.stages.helpers import PixelLossStage, net_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +80,14 @@ class BicResStageConfig(StageConfigBase):
             )
 
 
-class BicResStage(Stage):
+class BicResStage(PixelLossStage):
     """Net/optimizer ``g`` (:class:`BicResNet`, EMA'd); export = a complete ``bicres`` model."""
 
     name = "bicres"
     summary = "BicRes (realsr's default model): bicubic + a learned residual, pixel loss"
     config_cls = BicResStageConfig
     ema_net = "g"
+    net_name = "g"
 
     def __init__(self, config: BicResStageConfig, device: torch.device) -> None:
         super().__init__(config, device)
@@ -108,21 +108,6 @@ class BicResStage(Stage):
             )
         self.net("g").load_state_dict(net.state_dict(), strict=True)
         log.info("initialised g from %s", Path(path).name)
-
-    def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        return {"g": list(self.net("g").parameters())}
-
-    def train_step(self, batch: dict[str, Tensor], ctx: StepContext) -> dict[str, float]:
-        loss = self.config.loss
-        with ctx.autocast():
-            sr = self.nets["g"](batch["lq"])
-        pixel = loss.pixel_weight * PIXEL_LOSSES[loss.pixel](sr.float(), batch["hq"].float())
-        ctx.backward_step(pixel, "g")
-        return scalars({"pixel": pixel})
-
-    @torch.no_grad()
-    def predict(self, lq: Tensor) -> Tensor:
-        return self.net("g")(lq)
 
     def export(self, state: dict[str, dict[str, Tensor]]) -> Export:
         sd = net_state_dict(self.net("g"), state["g"], what=self.name)

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from realsr_cli.errors import WeightsError
+from realsr_cli.training.losses import PIXEL_LOSSES
+from realsr_cli.training.stage import Stage, StepContext
 
 __all__ = [
+    "PixelLossStage",
     "freeze",
     "net_state_dict",
     "params_frozen",
@@ -71,3 +75,29 @@ def net_state_dict(net: nn.Module, state: Mapping[str, Tensor], *, what: str) ->
             f"e.g. {missing[:3]}"
         )
     return {k: state[k] for k in own}
+
+
+class PixelLossStage(Stage):
+    """A stage that trains one network with a pixel loss: ``pixel_weight * d(net(lq), hq)``.
+
+    Subclasses set :attr:`net_name` (the entry of ``nets`` and of the optimizer, EMA'd), build the
+    network in ``__init__`` and implement :meth:`export`; their config has a ``loss`` section with
+    ``pixel`` (a key of ``losses.PIXEL_LOSSES``) and ``pixel_weight``.
+    """
+
+    net_name: ClassVar[str] = "g"
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {self.net_name: list(self.net(self.net_name).parameters())}
+
+    def train_step(self, batch: dict[str, Tensor], ctx: StepContext) -> dict[str, float]:
+        loss = self.config.loss
+        with ctx.autocast():
+            sr = self.nets[self.net_name](batch["lq"])
+        pixel = loss.pixel_weight * PIXEL_LOSSES[loss.pixel](sr.float(), batch["hq"].float())
+        ctx.backward_step(pixel, self.net_name)
+        return scalars({"pixel": pixel})
+
+    @torch.no_grad()
+    def predict(self, lq: Tensor) -> Tensor:
+        return self.net(self.net_name)(lq)

@@ -82,9 +82,9 @@ from realsr_cli.training.config import (
     ScheduleConfig,
     StageConfigBase,
 )
-from realsr_cli.training.losses import PIXEL_LOSSES, VGGFeatureExtractor, mse_loss
+from realsr_cli.training.losses import VGGFeatureExtractor, mse_loss
 from realsr_cli.training.stage import Export, Stage, StepContext
-from realsr_cli.training.stages.helpers import freeze, net_state_dict, scalars
+from realsr_cli.training.stages.helpers import PixelLossStage, freeze, net_state_dict, scalars
 from realsr_cli.training.stages.reconstruction import (
     LPIPS_VGG16_LAYERS,
     check_vgg_inputs,
@@ -384,7 +384,7 @@ class LPIPSStyleLoss(nn.Module):
 
 
 # ------------------------------------------------------------------------------- stage: upsr-g
-class UPSRGStage(Stage):
+class UPSRGStage(PixelLossStage):
     """g alone: ``pixel_weight * d(g(lq), hq)``. Nets/optimizers: ``aux`` (ATD, EMA'd).
 
     Its export holds only g (``aux.`` keys; module docstring): the ``upsr`` stage's
@@ -395,27 +395,13 @@ class UPSRGStage(Stage):
     summary = "UPSR step 1: the auxiliary SR network g (ATD) with an L1 loss"
     config_cls = UPSRGStageConfig
     ema_net = "aux"
+    net_name = "aux"
     #: the export is an ``aux.``-only input for the ``upsr`` stage, not a strictly loadable model
     export_is_complete: ClassVar[bool] = False
 
     def __init__(self, config: UPSRGStageConfig, device: torch.device) -> None:
         super().__init__(config, device)
         self.nets["aux"] = ATD(config.model).to(device)
-
-    def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        return {"aux": list(self.net("aux").parameters())}
-
-    def train_step(self, batch: dict[str, Tensor], ctx: StepContext) -> dict[str, float]:
-        loss = self.config.loss
-        with ctx.autocast():
-            sr = self.nets["aux"](batch["lq"])
-        pixel = loss.pixel_weight * PIXEL_LOSSES[loss.pixel](sr.float(), batch["hq"].float())
-        ctx.backward_step(pixel, "aux")
-        return scalars({"pixel": pixel})
-
-    @torch.no_grad()
-    def predict(self, lq: Tensor) -> Tensor:
-        return self.net("aux")(lq)
 
     def export(self, state: dict[str, dict[str, Tensor]]) -> Export:
         sd = net_state_dict(self.net("aux"), state["aux"], what=self.name)
