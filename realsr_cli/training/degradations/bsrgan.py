@@ -49,6 +49,7 @@ from torch import Tensor
 from realsr_cli.errors import ConfigError
 from realsr_cli.training.degradations import _random as rnd
 from realsr_cli.training.degradations import ops
+from realsr_cli.training.degradations._checks import check_prob, check_resize_modes, check_scale
 from realsr_cli.training.degradations.kernels import gaussian_kernel, shifted_gaussian_kernel
 
 __all__ = ["BSRGANConfig", "BSRGANDegradation"]
@@ -74,21 +75,10 @@ class BSRGANConfig:
     sensor_noise_prob: float = 0.25
 
     def __post_init__(self) -> None:
-        if isinstance(self.scale, bool) or not isinstance(self.scale, int) or self.scale < 1:
-            raise ConfigError(f"scale must be a positive integer, got {self.scale!r}")
-        if not self.resize_modes or any(m not in ops.RESIZE_MODES for m in self.resize_modes):
-            raise ConfigError(f"resize_modes must be a non-empty subset of {ops.RESIZE_MODES}")
-        for name in (
-            "scale2_prob",
-            "aniso_prob",
-            "downsample2_resize_prob",
-            "jpeg_prob",
-            "sensor_noise_prob",
-        ):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(
-                    f"{name} must be a probability in [0, 1], got {getattr(self, name)}"
-                )
+        check_scale(self.scale)
+        check_resize_modes(self.resize_modes)
+        for name in ("scale2_prob", "aniso_prob", "downsample2_resize_prob", "jpeg_prob", "sensor_noise_prob"):
+            check_prob(name, getattr(self, name))
         if not self.blur_kernel_sizes or any(k % 2 == 0 or k < 1 for k in self.blur_kernel_sizes):
             raise ConfigError(f"blur_kernel_sizes must be odd, got {self.blur_kernel_sizes}")
         if self.shifted_kernel_size % 2 == 0:

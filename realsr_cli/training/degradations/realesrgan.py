@@ -32,6 +32,12 @@ from torch import Tensor
 from realsr_cli.errors import ConfigError
 from realsr_cli.training.degradations import _random as rnd
 from realsr_cli.training.degradations import ops
+from realsr_cli.training.degradations._checks import (
+    check_prob,
+    check_range,
+    check_resize_modes,
+    check_scale,
+)
 from realsr_cli.training.degradations.kernels import (
     KernelSettings,
     random_blur_kernel,
@@ -39,16 +45,6 @@ from realsr_cli.training.degradations.kernels import (
 )
 
 __all__ = ["RealESRGANConfig", "RealESRGANDegradation"]
-
-
-def _check_prob(name: str, value: float) -> None:
-    if not 0.0 <= value <= 1.0:
-        raise ConfigError(f"{name} must be a probability in [0, 1], got {value}")
-
-
-def _check_range(name: str, pair: tuple[float, float], low: float = 0.0) -> None:
-    if not low <= pair[0] <= pair[1]:
-        raise ConfigError(f"{name} must be (min, max) with {low} <= min <= max, got {pair}")
 
 
 @dataclass(frozen=True)
@@ -84,11 +80,8 @@ class RealESRGANConfig:
     final_sinc_prob: float = 0.8
 
     def __post_init__(self) -> None:
-        if isinstance(self.scale, bool) or not isinstance(self.scale, int) or self.scale < 1:
-            raise ConfigError(f"scale must be a positive integer, got {self.scale!r}")
-        unknown = [m for m in self.resize_modes if m not in ops.RESIZE_MODES]
-        if not self.resize_modes or unknown:
-            raise ConfigError(f"resize_modes must be a non-empty subset of {ops.RESIZE_MODES}")
+        check_scale(self.scale)
+        check_resize_modes(self.resize_modes)
         for name in (
             "gaussian_noise_prob",
             "gray_noise_prob",
@@ -97,11 +90,11 @@ class RealESRGANConfig:
             "gray_noise_prob2",
             "final_sinc_prob",
         ):
-            _check_prob(name, getattr(self, name))
+            check_prob(name, getattr(self, name))
         for name in ("noise_range", "poisson_scale_range", "noise_range2", "poisson_scale_range2"):
-            _check_range(name, getattr(self, name))
+            check_range(name, getattr(self, name))
         for name in ("jpeg_range", "jpeg_range2"):
-            _check_range(name, getattr(self, name), low=1.0)
+            check_range(name, getattr(self, name), low=1.0)
             if getattr(self, name)[1] > 100:
                 raise ConfigError(f"{name} must lie in [1, 100], got {getattr(self, name)}")
         for name in ("resize_range", "resize_range2"):

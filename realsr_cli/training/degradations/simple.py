@@ -27,6 +27,12 @@ from realsr_cli.errors import ConfigError
 from realsr_cli.models._blocks.pad import mirror_pad_all
 from realsr_cli.training.degradations import _random as rnd
 from realsr_cli.training.degradations import ops
+from realsr_cli.training.degradations._checks import (
+    check_prob,
+    check_range,
+    check_resize_modes,
+    check_scale,
+)
 from realsr_cli.training.degradations.kernels import gaussian_kernel
 from realsr_cli.training.degradations.realesrgan import RealESRGANConfig, RealESRGANDegradation
 
@@ -41,11 +47,6 @@ __all__ = [
 ]
 
 
-def _check_scale(scale: object) -> None:
-    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
-        raise ConfigError(f"scale must be a positive integer, got {scale!r}")
-
-
 def _out_size(hr: Tensor, scale: int) -> tuple[int, int]:
     _, _, h, w = ops.check_image(hr)
     return max(1, h // scale), max(1, w // scale)
@@ -58,7 +59,7 @@ class BicubicConfig:
     scale: int = 4
 
     def __post_init__(self) -> None:
-        _check_scale(self.scale)
+        check_scale(self.scale)
 
 
 class _Pipeline:
@@ -79,7 +80,6 @@ class BicubicDegradation(_Pipeline):
 
     config_cls = BicubicConfig
 
-
     @torch.no_grad()
     def __call__(self, hr: Tensor, generator: torch.Generator) -> Tensor:
         rnd.check_generator(generator)
@@ -89,7 +89,6 @@ class BicubicDegradation(_Pipeline):
 def matlab_bicubic_down(hr: Tensor, scale: int) -> Tensor:
     """MATLAB ``imresize(hr, 1/scale)`` (bicubic, antialiased) of (B,C,H,W) with H, W multiples
     of ``scale`` (others are cropped at the bottom/right); float, not rounded."""
-    _, _, h, w = ops.check_image(hr)
     oh, ow = _out_size(hr, scale)
     x = hr[..., : oh * scale, : ow * scale]
     pad = 2 * scale  # the stretched kernel's radius in HR pixels, on the LR grid
@@ -118,20 +117,15 @@ class MildConfig:
     jpeg_range: tuple[float, float] = (70.0, 95.0)
 
     def __post_init__(self) -> None:
-        _check_scale(self.scale)
+        check_scale(self.scale)
         for name in ("blur_prob", "noise_prob", "gaussian_noise_prob", "gray_noise_prob", "jpeg_prob"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ConfigError(f"{name} must be a probability in [0, 1], got {value}")
+            check_prob(name, getattr(self, name))
         for name, low in (("blur_sigma", 0.0), ("noise_range", 0.0), ("poisson_scale_range", 0.0),
                           ("jpeg_range", 1.0)):
-            lo, hi = getattr(self, name)
-            if not (math.isfinite(lo) and math.isfinite(hi) and low <= lo <= hi):
-                raise ConfigError(f"{name} must be (min, max) with {low} <= min <= max, got {(lo, hi)}")
+            check_range(name, getattr(self, name), low)
         if self.jpeg_range[1] > 100:
             raise ConfigError(f"jpeg_range must lie in [1, 100], got {self.jpeg_range}")
-        if not self.resize_modes or any(m not in ops.RESIZE_MODES for m in self.resize_modes):
-            raise ConfigError(f"resize_modes must be a non-empty subset of {ops.RESIZE_MODES}")
+        check_resize_modes(self.resize_modes)
 
 
 class MildDegradation(_Pipeline):
@@ -142,7 +136,6 @@ class MildDegradation(_Pipeline):
     """
 
     config_cls = MildConfig
-
 
     def _one(self, hr: Tensor, generator: torch.Generator) -> Tensor:
         cfg = self.config
@@ -184,7 +177,7 @@ class MixConfig:
     weights: tuple[float, float, float] = (0.4, 0.4, 0.2)
 
     def __post_init__(self) -> None:
-        _check_scale(self.scale)
+        check_scale(self.scale)
         if len(self.weights) != 3 or min(self.weights) < 0 or sum(self.weights) <= 0:
             raise ConfigError(f"weights must be three non-negative numbers, not all 0; got {self.weights}")
 
