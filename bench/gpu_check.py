@@ -53,7 +53,7 @@ def _sync(dev: torch.device) -> None:
 
 
 def _precisions(dev: torch.device) -> list[str]:
-    from realsr_cli.engine.doctor import cpu_native_bf16
+    from realsr_cli.engine.device import cpu_native_bf16
 
     if dev.type == "cuda":
         return ["fp32", "fp16"] + (["bf16"] if torch.cuda.is_bf16_supported() else [])

@@ -36,6 +36,7 @@ __all__ = [
     "resolve_device",
     "resolve_dtype",
     "cpu_native_bf16",
+    "cpuinfo_field",
 ]
 
 #: accepted ``precision`` names and their dtypes (``auto`` is resolved per device)
@@ -127,12 +128,17 @@ def cpu_native_bf16() -> bool:
 
 
 def _cpu_flags() -> list[str]:
+    return (cpuinfo_field("flags") or "").split()
+
+
+def cpuinfo_field(name: str) -> str | None:
+    """The value of the first ``name`` line of Linux's ``/proc/cpuinfo`` (None elsewhere)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
             text = fh.read()
     except OSError:
-        return []
-    return next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+        return None
+    return next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith(name)), None)
 
 
 _CPU_BF16: bool | None = None

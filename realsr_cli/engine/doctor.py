@@ -35,7 +35,7 @@ from realsr_cli.engine.model import LoadedModel
 from realsr_cli.engine.runner import RunOptions, run_model
 from realsr_cli.errors import RealSRError
 
-__all__ = ["BF16_TOL", "FP16_TOL", "FP32_TOL", "Check", "DoctorReport", "cpu_native_bf16", "diagnose"]
+__all__ = ["BF16_TOL", "FP16_TOL", "FP32_TOL", "Check", "DoctorReport", "diagnose"]
 
 FP32_TOL = 1e-4
 BF16_TOL = 0.03
@@ -84,17 +84,6 @@ class DoctorReport:
                 "checks": [c.to_json() for c in self.checks]}
 
 
-def _cpuinfo_field(name: str) -> str | None:
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
-    return next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith(name)), None)
-
-
-cpu_native_bf16 = devices.cpu_native_bf16
-
-
 def _environment() -> dict[str, Any]:
     return {
         "realsr": __version__,
@@ -109,9 +98,9 @@ def _environment() -> dict[str, Any]:
 
 
 def _device_rows() -> list[dict[str, Any]]:
-    rows = [{"device": "cpu", "name": _cpuinfo_field("model name") or platform.processor() or platform.machine(),
+    rows = [{"device": "cpu", "name": devices.cpuinfo_field("model name") or platform.processor() or platform.machine(),
              "memory_free_bytes": devices.free_memory_bytes(torch.device("cpu")),
-             "precisions": ["fp32", "bf16"] if cpu_native_bf16() else ["fp32"]}]
+             "precisions": ["fp32", "bf16"] if devices.cpu_native_bf16() else ["fp32"]}]
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
             dev = torch.device(f"cuda:{i}")

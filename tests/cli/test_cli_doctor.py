@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from realsr_cli.cli._schemas import validate
-from realsr_cli.engine import doctor
+from realsr_cli.engine import device, doctor
 from tests.cli.conftest import run_cli
 
 
@@ -20,7 +20,7 @@ def test_doctor_json_reports_and_passes_on_cpu():
     assert doc["environment"]["torch"] == torch.__version__
     cpu = doc["devices"][0]
     assert cpu["device"] == "cpu" and cpu["precisions"][0] == "fp32"
-    assert ("bf16" in cpu["precisions"]) == doctor.cpu_native_bf16()
+    assert ("bf16" in cpu["precisions"]) == device.cpu_native_bf16()
     checks = {(c["precision"], c["tiled"]): c for c in doc["checks"]}
     assert set(checks) == {(p, t) for p in cpu["precisions"] for t in (False, True)}
     assert checks[("fp32", False)]["max_abs_diff"] == 0.0 and checks[("fp32", True)]["max_abs_diff"] <= doctor.FP32_TOL
@@ -50,8 +50,6 @@ def test_a_failing_self_test_exits_5(monkeypatch):
 
 @pytest.mark.parametrize("flags,expected", [("fpu avx512_bf16 sse", True), ("amx_bf16 avx2", True), ("avx2 avx512f", False)])
 def test_bf16_is_detected_from_the_cpu_flags_not_guessed(monkeypatch, flags, expected):
-    from realsr_cli.engine import device
-
     monkeypatch.setattr(device, "_cpu_flags", lambda: flags.split())
     monkeypatch.setattr(device, "_CPU_BF16", None)  # not the cached answer of this machine
-    assert doctor.cpu_native_bf16() is expected
+    assert device.cpu_native_bf16() is expected
