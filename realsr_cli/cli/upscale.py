@@ -100,7 +100,8 @@ def upscale(
     with _output.progress() as view:
         m = _common.load(model, weights, scale, device, precision.value, offline, view, depth_estimator)
         dst = output or str(api.default_output_path(input, scale or m.scale))
-        api.check_not_input(input, dst, overwrite=overwrite)
+        if output is None:  # the default name depends on the model's scale: known only now
+            api.check_not_input(input, dst, overwrite=overwrite)
         api.check_output_writable(dst)
         if save_aux is not None:
             api.check_aux(m, save_aux)
