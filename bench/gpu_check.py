@@ -116,13 +116,11 @@ def s_parity(dev: torch.device, args: argparse.Namespace) -> dict[str, Any]:
     return {"ok": ok, "rows": rows}
 
 
-def _probe(dev: torch.device, dtype: torch.dtype, net: torch.nn.Module | None = None):
+def _probe(dev: torch.device, dtype: torch.dtype):
+    """realsr doctor's probe: a small random BicRes with a non-zero residual."""
     from realsr_cli.engine.doctor import _probe_model
 
-    model = _probe_model(dev, dtype)
-    if net is not None:
-        model.net = net
-    return model
+    return _probe_model(dev, dtype)
 
 
 def s_nan_retry(dev: torch.device, args: argparse.Namespace) -> dict[str, Any]:
@@ -136,7 +134,7 @@ def s_nan_retry(dev: torch.device, args: argparse.Namespace) -> dict[str, Any]:
 
     def poisoned(lq, **kw):
         out = real(lq, **kw)
-        return out.masked_fill(torch.ones_like(out, dtype=torch.bool), float("nan")) if lq.dtype != torch.float32 else out
+        return torch.full_like(out, float("nan")) if lq.dtype != torch.float32 else out
 
     model.net.upscale = poisoned
     lq = torch.rand(1, 3, 64, 48, generator=torch.Generator().manual_seed(1))
