@@ -26,19 +26,19 @@ def _catalog():
     return load_catalog()
 
 
-def _entry_json(entry, cached) -> dict:
+def _entry_json(entry, cached, default_id: str | None) -> dict:
     d = entry.to_json()
     # "default": the entry its architecture's name resolves to (weights.toml `default = true`);
     # "package_default": the model `realsr upscale` runs when no --model is given
-    d["package_default"] = _package_default() == entry.id
+    d["package_default"] = default_id == entry.id
     d["cached"] = cached is not None
     d["path"] = None if cached is None else str(cached)
     return d
 
 
-def _package_default() -> str | None:
+def _package_default(cat) -> str | None:
     try:
-        return _catalog().default().id
+        return cat.default().id
     except Exception:  # an empty or broken catalog: no default to mark
         return None
 
@@ -55,10 +55,11 @@ def list_models(json_out: JsonOpt = False) -> None:
 
     cat = _catalog()
     rows = [(e, hub.cached_path(e)) for e in cat.entries]
+    default = _package_default(cat)
     if json_out:
-        _output.emit_json(_schemas.stamp("models.list", {"models": [_entry_json(e, c) for e, c in rows]}))
+        models = [_entry_json(e, c, default) for e, c in rows]
+        _output.emit_json(_schemas.stamp("models.list", {"models": models}))
         return
-    default = _package_default()
     _output.table(
         "realsr models (* = the default model)",
         ["id", "arch", "scale", "aliases", "cached", "license"],
@@ -76,12 +77,13 @@ def info(model_id: IdArg, json_out: JsonOpt = False) -> None:
     """
     from realsr_cli.registry import hub
 
-    e = _catalog().get(model_id, allow_aux=True)
-    cached = hub.cached_path(e)
+    cat = _catalog()
+    e = cat.get(model_id, allow_aux=True)
+    doc = _entry_json(e, hub.cached_path(e), _package_default(cat))
     if json_out:
-        _output.emit_json(_schemas.stamp("models.info", _entry_json(e, cached)))
+        _output.emit_json(_schemas.stamp("models.info", doc))
         return
-    _output.key_values(e.id, [(k, v) for k, v in _entry_json(e, cached).items() if v not in (None, "", [])])
+    _output.key_values(e.id, [(k, v) for k, v in doc.items() if v not in (None, "", [])])
 
 
 @app.command("download")
@@ -99,11 +101,12 @@ def download(
     """
     from realsr_cli.registry import hub
 
-    e = _catalog().get(model_id, allow_aux=True)
+    cat = _catalog()
+    e = cat.get(model_id, allow_aux=True)
     with _output.progress() as view:
         path = hub.fetch(e, trust_on_first_use=trust, progress=view.bytes)
     if json_out:
-        _output.emit_json(_schemas.stamp("models.download", _entry_json(e, path)))
+        _output.emit_json(_schemas.stamp("models.download", _entry_json(e, path, _package_default(cat))))
     else:
         _output.success(f"{e.id} ready at {path}")
 
