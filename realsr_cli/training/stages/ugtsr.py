@@ -39,6 +39,7 @@ in ``realsr_cli/configs/ugtsr*.toml``.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 from collections.abc import Iterator, Mapping
@@ -82,7 +83,9 @@ __all__ = [
     "UGTSRUncertaintyStage",
     "UGTSRUncertaintyStageConfig",
     "init_encoder",
+    "load_femasr_start",
     "load_uncertainty_net",
+    "start_from_femasr",
 ]
 
 ARCH = "ugtsr"
@@ -108,6 +111,14 @@ _STAGE1_HINT = (
 
 
 # --------------------------------------------------------------------------------------- configs
+def _one_start(init_weights: str, init_from: str) -> None:
+    if init_weights and init_from:
+        raise ConfigError(
+            "inputs.init_weights and inputs.init_from both name a starting network",
+            hint="keep one: init_from starts from a FeMaSR network, init_weights from our own export",
+        )
+
+
 @dataclass(frozen=True)
 class _UGTSRLossDefaults(FeMaSRLossConfig):
     """FeMaSR's stage-II loss section with UGTSR's perceptual network (Eq. 11: VGG-19)."""
@@ -161,9 +172,19 @@ class UGTSRUncertaintyInputsConfig(HRPInputsConfig):
             FeMaSR's converted release, ``lq_stage = true``) or of a UGTSR network; its LR encoder
             (``multiscale_encoder.*``, ``before_quant_group.*``) initialises this one's. The
             prior always comes from ``hrp_weights``; other keys are ignored.
+        init_from: the FeMaSR SR network the whole UGTSR network starts from — prior (codebook
+            + decoder), LR encoder and decoder: a registry id (``femasr-x4``, ``femasr``), a
+            realsr ``femasr`` safetensors, or FeMaSR's released ``.pth`` (converted on load).
+            UGTSR's additions keep their neutral start, so before the first step the SR image is
+            FeMaSR's exactly (:func:`start_from_femasr`). ``[model]`` must be that network's
+            (the shipped ``ugtsr*.toml`` are the released x4 shapes). Excludes ``init_weights``.
     """
 
     init_weights: str = ""
+    init_from: str = ""
+
+    def __post_init__(self) -> None:
+        _one_start(self.init_weights, self.init_from)
 
 
 @dataclass(frozen=True)
@@ -181,11 +202,19 @@ class UGTSRInputsConfig(HRPInputsConfig):
             so a run can fine-tune a trained model under other losses (a GAN run from an
             L1-trained model, as Real-ESRGAN starts from Real-ESRNet). Not in the paper. The
             frozen HRP (``hrp_weights``) still encodes z_gt; the stage-I network still gives theta.
+        init_from: as in stage I (a FeMaSR id or file): the whole network starts as that FeMaSR
+            network (top-k fusion and Align-Attention neutral, so the SR image is FeMaSR's before
+            the first step) instead of taking the stage-I encoder; the stage-I network still
+            gives theta. Excludes ``init_weights``.
     """
 
     uncertainty_weights: str = ""
     allow_random_uncertainty: bool = False
     init_weights: str = ""
+    init_from: str = ""
+
+    def __post_init__(self) -> None:
+        _one_start(self.init_weights, self.init_from)
 
     def require(self, stage: str) -> None:
         """Raise :class:`ConfigError` when the HRP or the stage-I network is not configured."""
@@ -283,6 +312,86 @@ def init_encoder(net: UGTSRNet, state: Mapping[str, Tensor], *, where: str) -> l
     return keys
 
 
+def load_femasr_start(value: str, model: FeMaSRConfig, *, key: str = "inputs.init_from") -> FeMaSRNet:
+    """The FeMaSR SR network named by ``value`` (``inputs.init_from``), on the CPU.
+
+    ``value``: a registry id/alias of a ``femasr`` entry (fetched through the cache: checksum,
+    conversion, offline mode as for ``realsr upscale``), a realsr safetensors of arch ``femasr``,
+    or an official FeMaSR checkpoint (``.pth``), converted into a temporary file first. Its config
+    must equal ``model`` (else :class:`ConfigError` naming the ``--set model.*`` to use).
+    """
+    from realsr_cli.registry import catalog as catalog_mod
+    from realsr_cli.registry import hub, loader
+
+    catalog = catalog_mod.load_catalog()
+    path = Path(value).expanduser()
+    if not path.is_file() and catalog.knows(value):
+        entry = catalog.get(value, scale=model.scale)
+        if entry.arch != "femasr":
+            raise ConfigError(f"{key} = {value!r} is a {entry.arch!r} model, not FeMaSR",
+                              hint="use femasr-x4 / femasr-x2 or a FeMaSR file")
+        path = hub.fetch(entry)
+    elif not path.is_file():
+        raise ConfigError(
+            f"{key}: {value!r} is neither a file nor a model id",
+            hint="use a registry id (femasr-x4, femasr-x2), a FeMaSR .safetensors or FeMaSR's released .pth",
+        )
+    if loader.is_realsr_file(path):
+        spec, config, net = loader.load_weights(path)
+    else:  # an official checkpoint: convert it the way `realsr convert --arch femasr` does
+        import tempfile
+
+        from realsr_cli.registry.convert import convert_checkpoint
+
+        with tempfile.TemporaryDirectory(prefix="realsr-init-") as tmp:
+            converted = convert_checkpoint(path, Path(tmp) / "femasr.safetensors", arch="femasr",
+                                           scale=model.scale)
+            spec, config, net = loader.load_weights(converted)
+    name = path.name
+    if spec.name != "femasr" or not config.lq_stage:
+        raise WeightsError(
+            f"{name} is not a FeMaSR SR network (arch {spec.name!r})",
+            hint=f"{key} takes FeMaSR's SR network (femasr-x4, FeMaSR_SRX4_model_g.pth), not its HRP",
+        )
+    if config != model:
+        diff = [f.name for f in dataclasses.fields(model) if getattr(config, f.name) != getattr(model, f.name)]
+        fix = " ".join(f"--set model.{k}={_toml_value(getattr(config, k))}" for k in diff)
+        raise ConfigError(
+            f"{name} does not fit [model]: " + "; ".join(
+                f"{k} {getattr(config, k)!r} (model: {getattr(model, k)!r})" for k in diff),
+            hint=f"set [model] to the checkpoint's network: {fix}",
+        )
+    log.info("%s = %s (%s)", key, value, path)
+    return net
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, (tuple, list)):
+        return "[" + ",".join(str(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def start_from_femasr(net: UGTSRNet, femasr: FeMaSRNet, *, where: str) -> None:
+    """Load every FeMaSR tensor of ``net`` (prior, LR encoder, decoder) from ``femasr``.
+
+    UGTSR's additions (:data:`UGTSR_PREFIXES`) are left as built: the fusion's and
+    Align-Attention's zero-initialised output projections make them neutral, and the uncertainty
+    head is a separate branch, so ``net``'s SR image is then ``femasr``'s exactly.
+    """
+    state = femasr.state_dict()
+    result = net.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith(UGTSR_PREFIXES)]
+    if missing or result.unexpected_keys:
+        raise WeightsError(
+            f"{where} does not fit the UGTSR network (missing {missing[:3]}, "
+            f"unexpected {result.unexpected_keys[:3]})",
+            hint="set the [model] section to the FeMaSR network in " + where,
+        )
+    log.info("started the whole network from FeMaSR %s (%d tensors)", where, len(state))
+
+
 def load_uncertainty_net(
     path: str | Path, device: torch.device, *, model: FeMaSRConfig
 ) -> UGTSRNet:
@@ -341,7 +450,12 @@ class UGTSRUncertaintyStage(_UGTSRStage):
 
     def load_inputs(self) -> None:
         super().load_inputs()
-        path = self.config.inputs.init_weights
+        inputs = self.config.inputs
+        if inputs.init_from:
+            femasr = load_femasr_start(inputs.init_from, self.config.model)
+            start_from_femasr(self.net("g"), femasr, where=inputs.init_from)
+            return
+        path = inputs.init_weights
         if not path:
             return
         from realsr_cli.registry.loader import load_weights
@@ -389,7 +503,8 @@ class UGTSRStage(_UGTSRStage):
                 log.warning(
                     "%s was trained on another prior than inputs.hrp_weights", Path(path).name
                 )
-            init_encoder(self.net("g"), net.state_dict(), where=Path(path).name)
+            if not self.config.inputs.init_from:
+                init_encoder(self.net("g"), net.state_dict(), where=Path(path).name)
         else:
             log.warning(
                 "using a RANDOM uncertainty estimator (inputs.allow_random_uncertainty = true)"
@@ -397,6 +512,9 @@ class UGTSRStage(_UGTSRStage):
             net = freeze(UGTSRNet(UGTSRConfig.stage1(model)).to(self.device))
             copy_prior(self._prior(), net)
         self.uncertainty = net
+        if self.config.inputs.init_from:
+            femasr = load_femasr_start(self.config.inputs.init_from, model)
+            start_from_femasr(self.net("g"), femasr, where=self.config.inputs.init_from)
         if self.config.inputs.init_weights:
             self._init_whole(self.config.inputs.init_weights)
 
