@@ -75,6 +75,13 @@ class ImageIOError(RealSRError, OSError):
     exit_code = EXIT_IMAGE_IO
 
 
+class FileWriteError(RealSRError, OSError):
+    """A file other than an image that cannot be written: a training checkpoint on a full or
+    read-only disk (exit 4, as an unwritable image)."""
+
+    exit_code = EXIT_IMAGE_IO
+
+
 class DeviceError(RealSRError, RuntimeError):
     """A device that is not available or cannot run the request (exit 5)."""
 

@@ -12,8 +12,11 @@ A checkpoint is one ``torch.save`` dict of plain types and tensors, so it loads 
     stage_state   Stage.extra_state()             elapsed      seconds trained so far
 
 Files: ``RUN_DIR/checkpoints/step_0001000.pt`` (the newest ``keep`` are kept) and ``last.pt``
-(always the newest). Writes go to a temporary file renamed into place, so a crash never leaves a
-half-written checkpoint.
+(always the newest). Writes go to a temporary file, flushed to disk (fsync) and renamed into
+place, so a crash, a kill -9 or a full disk never leaves a half-written checkpoint under those
+names and the previous one stays intact; the temporary file of a writer killed mid-write is
+removed by the next save. A checkpoint that still cannot be read (copied truncated, disk damage)
+is refused with its name and the older ones to resume from.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import torch
 from torch import Tensor
 
 from realsr_cli._config import from_dict
-from realsr_cli.errors import ConfigError, UsageError, WeightsError
+from realsr_cli.errors import ConfigError, FileWriteError, UsageError, WeightsError
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,8 @@ __all__ = [
 CHECKPOINT_FORMAT = "realsr-train"
 CHECKPOINT_VERSION = 1
 _STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
+#: the temporary file of a checkpoint write (``mkstemp`` in :func:`save_checkpoint`)
+_PART_FILE = re.compile(r"^\.step_\d+\.pt\..+\.part$")
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path:
@@ -143,15 +148,22 @@ def check_plain(obj: Any, where: str = "checkpoint") -> None:
 
 def save_checkpoint(run_dir: str | Path, state: dict[str, Any], *, keep: int = 3) -> Path:
     """Write ``state`` as ``step_XXXXXXX.pt`` and ``last.pt`` atomically; keep the newest ``keep``
-    step files. Returns the step file."""
+    step files. Returns the step file. A failed write (full or read-only disk) raises
+    :class:`FileWriteError` and leaves the previous checkpoints as they were."""
     folder = checkpoint_dir(run_dir)
-    folder.mkdir(parents=True, exist_ok=True)
     step = int(state["step"])
     dst = folder / f"step_{step:07d}.pt"
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".part", dir=folder)
-    os.close(fd)
+    tmp = ""
     try:
-        torch.save(state, tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.iterdir():  # a writer killed mid-write (kill -9) left its temporary file
+            if _PART_FILE.match(stale.name):
+                stale.unlink(missing_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".part", dir=folder)
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, dst)
         # last.pt: a hard link to the same bytes where the filesystem allows, else a copy
         try:
@@ -159,14 +171,37 @@ def save_checkpoint(run_dir: str | Path, state: dict[str, Any], *, keep: int = 3
         except OSError:
             shutil.copyfile(dst, tmp)
         os.replace(tmp, folder / "last.pt")
+        _fsync_dir(folder)
+    except OSError as exc:
+        previous = find_checkpoint(run_dir)
+        raise FileWriteError(
+            f"could not write the checkpoint of step {step} to {folder}: {exc.strerror or exc}",
+            hint=("free disk space or make the folder writable, then resume: the previous "
+                  f"checkpoint {previous} is intact" if previous is not None and previous != dst
+                  else "free disk space or make the folder writable, then run again"),
+        ) from exc
     finally:
-        if os.path.exists(tmp):
+        if tmp and os.path.exists(tmp):
             os.unlink(tmp)
     for old_step, path in _step_files(run_dir)[:-keep]:
         if old_step != step:
             path.unlink(missing_ok=True)
     log.debug("checkpoint %s", dst)
     return dst
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the renames in ``folder`` durable (POSIX; a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -178,8 +213,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         state = torch.load(p, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
         raise UsageError(
-            f"{p} is not a readable realsr training checkpoint ({exc})",
-            hint="use another checkpoint from RUN_DIR/checkpoints/",
+            f"{p} is not a readable realsr training checkpoint (truncated or damaged: {exc})",
+            hint=_older_hint(p),
         ) from exc
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise UsageError(f"{p} is not a realsr training checkpoint")
@@ -190,6 +225,22 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             hint="resume with the realsr version that wrote it",
         )
     return state
+
+
+def _older_hint(bad: Path) -> str:
+    """What to do about an unreadable checkpoint: move it (and its hard links, e.g. ``last.pt``)
+    away so that ``--resume`` takes the newest other step file."""
+    candidates = [bad.parent / "last.pt"] + [f for _, f in reversed(_step_files(bad.parent.parent))]
+    same, others = [], []
+    for f in candidates:
+        try:
+            (same if os.path.samefile(f, bad) else others).append(f)
+        except OSError:
+            continue
+    if not others:
+        return "no other checkpoint in that folder; start the run again"
+    moves = "; ".join(f"mv {f} {f}.bad" for f in (same or [bad]))
+    return f"move it away ({moves}), then the same command with --resume continues from {others[0]}"
 
 
 # ----------------------------------------------------------------------------- export
