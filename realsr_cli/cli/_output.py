@@ -91,8 +91,8 @@ def key_values(title: str, items: list[tuple[str, Any]]) -> None:
     t = Table(title=title, show_header=False, box=None, pad_edge=False)
     t.add_column(style="bold")
     t.add_column()
-    for k, v in items:
-        t.add_row(k, "" if v is None else str(v))
+    for k, v in items:  # values are data, not markup: "realsr[community]" must print as is
+        t.add_row(k, "" if v is None else escape(str(v)))
     err.print(t)
 
 

@@ -13,6 +13,7 @@ from realsr_cli.errors import ChecksumError, ModelError
 app = typer.Typer(
     help="Browse, download and check the models in the registry (weights.toml).\n\n"
     "Examples:\n\n  realsr models list\n\n  realsr models download femasr-x4 --trust\n\n"
+    "  realsr models download realesrgan-x4plus\n\n"
     "  realsr models info femasr-x4 --json",
     no_args_is_help=True,
 )
@@ -36,6 +37,26 @@ def _entry_json(entry, cached, default_id: str | None) -> dict:
     return d
 
 
+def _kind(entry) -> str:
+    """The list's kind column: realsr's own model, a community model (spandrel) or aux weights."""
+    return {"sr": "realsr", "community": "community", "aux": "aux"}[entry.kind]
+
+
+def _sha256_status(entry) -> str:
+    """Where the hash a download is checked against comes from (the info view)."""
+    from realsr_cli.registry import hub
+
+    if entry.sha256:
+        checked = "the shipped file is" if entry.source.kind == "package" else "every download is"
+        return f"recorded in weights.toml ({checked} checked against it)"
+    if entry.source.kind == "manual":
+        return "none recorded (downloaded by hand: `realsr models download` says where)"
+    trusted = hub.trusted_sha256(entry)
+    if trusted:
+        return f"trusted on first use: {trusted} (trusted.toml)"
+    return f"none recorded: `realsr models download {entry.id} --trust` records it on first use"
+
+
 def _package_default(cat) -> str | None:
     try:
         return cat.default().id
@@ -47,7 +68,10 @@ def _package_default(cat) -> str | None:
 def list_models(json_out: JsonOpt = False) -> None:
     """List every model in the registry and whether it is cached.
 
-    Auxiliary weights (training-only networks such as the ImageNet VGGs) show "aux" as their scale.
+    The kind column says whose model it is: "realsr" (our architectures), "community" (a widely
+    used checkpoint of another architecture, e.g. realesrgan-x4plus, run through spandrel) or
+    "aux" (training-only networks such as the ImageNet VGGs, which also show "aux" as their scale).
+    --json: the "kind" field ("sr", "community", "aux").
 
     Example: realsr models list --json
     """
@@ -62,18 +86,22 @@ def list_models(json_out: JsonOpt = False) -> None:
         return
     _output.table(
         "realsr models (* = the default model)",
-        ["id", "arch", "scale", "aliases", "cached", "license"],
-        [[e.id + (" *" if e.id == default else ""), e.arch, "aux" if e.is_aux else f"x{e.scale}",
+        ["id", "kind", "arch", "scale", "aliases", "cached", "license"],
+        [[e.id + (" *" if e.id == default else ""), _kind(e), e.arch, "aux" if e.is_aux else f"x{e.scale}",
           ", ".join(e.aliases), "yes" if c else "no", e.license] for e, c in rows],
-        keep=("id",),
+        keep=("id", "kind"),
     )
 
 
 @app.command("info")
 def info(model_id: IdArg, json_out: JsonOpt = False) -> None:
-    """Show everything the registry knows about one model.
+    """Show everything the registry knows about one model: source, licence, sha256 and its origin.
 
-    Example: realsr models info femasr-x4
+    Examples:
+
+      realsr models info femasr-x4
+
+      realsr models info realesrgan-x4plus --json
     """
     from realsr_cli.registry import hub
 
@@ -83,7 +111,12 @@ def info(model_id: IdArg, json_out: JsonOpt = False) -> None:
     if json_out:
         _output.emit_json(_schemas.stamp("models.info", doc))
         return
-    _output.key_values(e.id, [(k, v) for k, v in doc.items() if v not in (None, "", [])])
+    rows = [(k, v) for k, v in doc.items() if v not in (None, "", [])]
+    rows.append(("sha256 status", _sha256_status(e)))
+    if e.is_community:
+        rows.append(("runs via", "spandrel (pip install 'realsr[community]'); scale, tiling and precision "
+                     "come from the checkpoint, as for --weights FILE"))
+    _output.key_values(e.id, rows)
 
 
 @app.command("download")

@@ -81,7 +81,8 @@ def load_model(
     progress: Progress | None = None,
     depth_estimator: str | torch.nn.Module | None = None,
 ) -> LoadedModel:
-    """Load a model from a registry id/alias (``"femasr-x4"``, ``"femasr"``) or a weights path:
+    """Load a model from a registry id/alias (``"femasr-x4"``, ``"femasr"``, community ids such as
+    ``"realesrgan-x4plus"``, run through spandrel) or a weights path:
     our safetensors, or any checkpoint spandrel can load (``.pth``/``.safetensors`` of ESRGAN,
     SwinIR, HAT ...; optional extra ``realsr[community]``, see registry/community.py).
 
@@ -97,6 +98,7 @@ def load_model(
 
     dev = devices.resolve_device(device)  # fail on a missing device before any download
     weights_id: str | None = None
+    entry = None
     catalog = catalog_mod.load_catalog()
     if source is not None and looks_like_path(str(source), catalog):
         path = Path(source)
@@ -105,9 +107,14 @@ def load_model(
     else:
         entry = catalog.get(str(source), scale=scale) if source is not None else catalog.default(scale)
         weights_id = entry.id
+        if entry.is_community:  # spandrel runs it: say so before a download, not after
+            community.require_spandrel(entry)
         path = hub.fetch(entry, offline=offline, trust_on_first_use=trust_on_first_use, progress=progress)
 
-    spec, config, net = loader.load_any(path)
+    if entry is not None and entry.is_community:  # checked against the family/scale it is listed as
+        spec, config, net = community.load_entry(entry, path)
+    else:
+        spec, config, net = loader.load_any(path)
     depth_note = depth.attach(
         net, depth_estimator, offline=offline, trust_on_first_use=trust_on_first_use, progress=progress
     )

@@ -11,6 +11,13 @@ ImageNet VGGs for the perceptual losses. Aux entries name an arch of :data:`AUX_
 :data:`ARCHITECTURES`), have no scale, and are never picked by SR model resolution
 (:meth:`Catalog.get` refuses them unless ``allow_aux``).
 
+Community entries (``kind = "community"``) are well-known checkpoints of architectures realsr does
+not implement (Real-ESRGAN, BSRGAN, SwinIR ...): their ``arch`` is a family of
+:data:`COMMUNITY_ARCHS` (a spandrel architecture), their ids are the names the community uses
+(``realesrgan-x4plus``), and their files are loaded as published through spandrel
+(registry/community.py), never converted. An architecture name resolves only to our own entries:
+``--model esrgan`` is not a model, ``--model realesrgan-x4plus`` (or an alias) is.
+
 Size (over STYLE's ~300-line guide): the schema validation of every weights.toml field, with a plain-words error each, is most of it.
 """
 
@@ -35,7 +42,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["WeightsSource", "WeightsEntry", "Catalog", "load_catalog", "ENV_WEIGHTS_TOML", "SCHEMA", "AUX_ARCHS"]
+__all__ = ["WeightsSource", "WeightsEntry", "Catalog", "load_catalog", "ENV_WEIGHTS_TOML", "SCHEMA", "AUX_ARCHS",
+           "COMMUNITY_ARCHS"]
 
 ENV_WEIGHTS_TOML = "REALSR_WEIGHTS_TOML"
 SCHEMA = 1
@@ -52,6 +60,8 @@ _REQUIRED = {"id", "arch", "scale", "source", "format", "license"}
 _OPTIONAL = {"sha256", "paper", "notes", "aliases", "default", "kind"}
 _AUX_REQUIRED = _REQUIRED - {"scale"}
 _AUX_OPTIONAL = {"sha256", "paper", "notes", "kind"}
+_COMMUNITY_OPTIONAL = {"sha256", "paper", "notes", "aliases", "kind"}
+_COMMUNITY_ID = re.compile(r"[a-z0-9][a-z0-9._-]*")
 
 #: auxiliary (non-SR) architectures an ``kind = "aux"`` entry may name: the ImageNet VGGs of the
 #: training losses (loaded by realsr_cli.training.stages.reconstruction.read_vgg_state_dict), SSR's
@@ -60,6 +70,14 @@ _AUX_OPTIONAL = {"sha256", "paper", "notes", "kind"}
 #: DISTS metric's alpha/beta weights (``realsr eval --dists``, loaded by realsr_cli.evaluation.dists)
 AUX_ARCHS: tuple[str, ...] = ("vgg16", "vgg19", "lpips", "dists", *DEPTH_ARCHITECTURES)
 _HUB_KEYS = {"hub", "filename", "revision"}
+
+#: architecture families of ``kind = "community"`` entries: our lowercase name -> the spandrel
+#: architecture id its files must be detected as (registry/community.py checks it on load)
+COMMUNITY_ARCHS: dict[str, str] = {
+    "esrgan": "ESRGAN",  # RRDBNet: ESRGAN, Real-ESRGAN x4plus/x2plus/anime 6B, BSRGAN (old and new key layouts)
+    "compact": "Compact",  # SRVGGNetCompact: Real-ESRGAN's realesr-general-x4v3, animevideov3
+    "swinir": "SwinIR",  # SwinIR (classical, lightweight and real-world variants)
+}
 
 
 @dataclass(frozen=True)
@@ -130,11 +148,17 @@ class WeightsEntry:
     default: bool = False
     variant: str | None = None  # from the id: femasr-x4-<variant>
     origin: str = ""  # the TOML file it was read from
-    kind: Literal["sr", "aux"] = "sr"  # aux: not an SR model (scale is 0), e.g. a VGG for losses
+    #: aux: not an SR model (scale is 0), e.g. a VGG for losses; community: an SR model of a
+    #: spandrel architecture (arch: a COMMUNITY_ARCHS family), loaded as published
+    kind: Literal["sr", "aux", "community"] = "sr"
 
     @property
     def is_aux(self) -> bool:
         return self.kind == "aux"
+
+    @property
+    def is_community(self) -> bool:
+        return self.kind == "community"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -228,13 +252,7 @@ def _check_sha(where: str, sha: Any) -> None:
 
 
 def _parse_aux_entry(raw: dict[str, Any], where: str, origin: str) -> WeightsEntry:
-    unknown = sorted(set(raw) - _AUX_REQUIRED - _AUX_OPTIONAL)
-    if unknown:
-        raise _fail(where, f"unknown key(s) for an aux entry: {', '.join(unknown)}",
-                    f"aux entries take: {', '.join(sorted(_AUX_REQUIRED | _AUX_OPTIONAL))} (no scale, aliases, default)")
-    missing = sorted(_AUX_REQUIRED - set(raw))
-    if missing:
-        raise _fail(where, f"missing required key(s) {', '.join(missing)}")
+    _check_keys(raw, where, _AUX_REQUIRED, _AUX_OPTIONAL, " for an aux entry")
     entry_id = _check_type(where, "id", raw["id"], str)
     arch = _check_type(where, "arch", raw["arch"], str)
     if arch not in AUX_ARCHS:
@@ -242,24 +260,81 @@ def _parse_aux_entry(raw: dict[str, Any], where: str, origin: str) -> WeightsEnt
     m = _AUX_ID.fullmatch(entry_id)
     if not m or m["arch"] != arch:
         raise _fail(where, f"id {entry_id!r} must read '{arch}-<variant>' (lowercase)")
+    fmt, sha, source = _file_fields(raw, where)
+    return WeightsEntry(
+        id=entry_id, arch=arch, scale=0, source=source, format=fmt,  # type: ignore[arg-type]
+        sha256=sha, variant=m["variant"], kind="aux", **_texts(raw, where, origin),
+    )
+
+
+def _parse_aliases(where: str, raw: dict[str, Any]) -> list[str]:
+    aliases = _check_type(where, "aliases", raw.get("aliases", []), list)
+    for alias in aliases:
+        if not isinstance(alias, str) or not _ALIAS.fullmatch(alias):
+            raise _fail(where, f"alias {alias!r} must be a lowercase name")
+    return aliases
+
+
+def _check_keys(raw: dict[str, Any], where: str, required: set[str], optional: set[str],
+                what: str = "") -> None:
+    """Unknown keys (neither ``required`` nor ``optional``) and missing required ones are errors."""
+    allowed = required | optional
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise _fail(where, f"unknown key(s){what}: {', '.join(unknown)}", f"known keys: {', '.join(sorted(allowed))}")
+    missing = sorted(required - set(raw))
+    if missing:
+        raise _fail(where, f"missing required key(s) {', '.join(missing)}")
+
+
+def _file_fields(raw: dict[str, Any], where: str) -> tuple[str, Any, WeightsSource]:
+    """``format`` (safetensors | pth), ``sha256`` (checked) and ``source`` of an entry."""
     fmt = _check_type(where, "format", raw["format"], str)
     if fmt not in ("safetensors", "pth"):
-        raise _fail(where, f"format {fmt!r} must be 'safetensors' or 'pth'")
+        raise _fail(where, f"format {fmt!r} must be 'safetensors' or 'pth' (the file as published)")
     sha = raw.get("sha256")
     _check_sha(where, sha)
+    return fmt, sha, _parse_source(where, raw["source"])
+
+
+def _texts(raw: dict[str, Any], where: str, origin: str) -> dict[str, Any]:
+    """The descriptive fields every entry has: licence, paper, notes (and where it was read)."""
+    return {
+        "license": _check_type(where, "license", raw["license"], str),
+        "paper": _check_type(where, "paper", raw.get("paper", ""), str),
+        "notes": _check_type(where, "notes", raw.get("notes", ""), str),
+        "origin": origin,
+    }
+
+
+def _parse_community_entry(raw: dict[str, Any], where: str, origin: str) -> WeightsEntry:
+    """A ``kind = "community"`` entry: a spandrel-loaded checkpoint named as its community names it."""
+    _check_keys(raw, where, _REQUIRED, _COMMUNITY_OPTIONAL, " for a community entry")
+    entry_id = _check_type(where, "id", raw["id"], str)
+    arch = _check_type(where, "arch", raw["arch"], str)
+    scale = _check_type(where, "scale", raw["scale"], int)
+    if arch not in COMMUNITY_ARCHS:
+        raise _fail(where, f"unknown community architecture {arch!r}",
+                    f"community architectures (spandrel): {', '.join(COMMUNITY_ARCHS)}")
+    if scale < 1:
+        raise _fail(where, f"scale {scale} must be a positive integer")
+    reserved = {*ARCHITECTURES, *COMMUNITY_ARCHS, *AUX_ARCHS}
+    ours = _ID.fullmatch(entry_id)
+    if not _COMMUNITY_ID.fullmatch(entry_id) or entry_id in reserved or not re.search(rf"-x{scale}(?![0-9])", entry_id):
+        raise _fail(where, f"id {entry_id!r} must be a lowercase name that carries '-x{scale}' "
+                    "(e.g. realesrgan-x4plus) and is not an architecture name")
+    if ours and ours["arch"] in ARCHITECTURES:
+        raise _fail(where, f"id {entry_id!r} reads as an id of realsr's own {ours['arch']!r} architecture")
+    fmt, sha, source = _file_fields(raw, where)
+    if source.kind not in ("url", "hub"):
+        raise _fail(where, "a community entry's source is a url or a hub file (realsr downloads it)")
+    aliases = _parse_aliases(where, raw)
+    for alias in aliases:
+        if alias in reserved:
+            raise _fail(where, f"alias {alias!r} is an architecture name")
     return WeightsEntry(
-        id=entry_id,
-        arch=arch,
-        scale=0,
-        source=_parse_source(where, raw["source"]),
-        format=fmt,  # type: ignore[arg-type]
-        license=_check_type(where, "license", raw["license"], str),
-        sha256=sha,
-        paper=_check_type(where, "paper", raw.get("paper", ""), str),
-        notes=_check_type(where, "notes", raw.get("notes", ""), str),
-        variant=m["variant"],
-        origin=origin,
-        kind="aux",
+        id=entry_id, arch=arch, scale=scale, source=source, format=fmt,  # type: ignore[arg-type]
+        sha256=sha, aliases=tuple(aliases), kind="community", **_texts(raw, where, origin),
     )
 
 
@@ -270,16 +345,14 @@ def _parse_entry(raw: Any, where: str, origin: str) -> WeightsEntry:
     if isinstance(entry_id, str):
         where = f"{where} ({entry_id})"
     kind = _check_type(where, "kind", raw.get("kind", "sr"), str)
-    if kind not in ("sr", "aux"):
-        raise _fail(where, f"kind {kind!r} must be 'sr' (a super-resolution model, the default) or 'aux'")
+    if kind not in ("sr", "aux", "community"):
+        raise _fail(where, f"kind {kind!r} must be 'sr' (a super-resolution model, the default), 'aux' "
+                    "or 'community'")
     if kind == "aux":
         return _parse_aux_entry(raw, where, origin)
-    unknown = sorted(set(raw) - _REQUIRED - _OPTIONAL)
-    if unknown:
-        raise _fail(where, f"unknown key(s) {', '.join(unknown)}", f"known keys: {', '.join(sorted(_REQUIRED | _OPTIONAL))}")
-    missing = sorted(_REQUIRED - set(raw))
-    if missing:
-        raise _fail(where, f"missing required key(s) {', '.join(missing)}")
+    if kind == "community":
+        return _parse_community_entry(raw, where, origin)
+    _check_keys(raw, where, _REQUIRED, _OPTIONAL)
     entry_id = _check_type(where, "id", raw["id"], str)
     arch = _check_type(where, "arch", raw["arch"], str)
     scale = _check_type(where, "scale", raw["scale"], int)
@@ -288,32 +361,15 @@ def _parse_entry(raw: Any, where: str, origin: str) -> WeightsEntry:
     m = _ID.fullmatch(entry_id)
     if not m or m["arch"] != arch or int(m["scale"]) != scale:
         raise _fail(where, f"id {entry_id!r} must read '{arch}-x{scale}[-variant]' (lowercase)")
-    fmt = _check_type(where, "format", raw["format"], str)
-    if fmt not in ("safetensors", "pth"):
-        raise _fail(where, f"format {fmt!r} must be 'safetensors' or 'pth'")
-    sha = raw.get("sha256")
-    _check_sha(where, sha)
-    source = _parse_source(where, raw["source"])
+    fmt, sha, source = _file_fields(raw, where)
     if source.kind == "package" and (sha is None or fmt != "safetensors"):
         raise _fail(where, "a package source needs format = 'safetensors' and its sha256")
-    aliases = _check_type(where, "aliases", raw.get("aliases", []), list)
-    for alias in aliases:
-        if not isinstance(alias, str) or not _ALIAS.fullmatch(alias):
-            raise _fail(where, f"alias {alias!r} must be a lowercase name")
+    aliases = _parse_aliases(where, raw)
     return WeightsEntry(
-        id=entry_id,
-        arch=arch,
-        scale=scale,
-        source=source,
-        format=fmt,  # type: ignore[arg-type]
-        license=_check_type(where, "license", raw["license"], str),
-        sha256=sha,
-        paper=_check_type(where, "paper", raw.get("paper", ""), str),
-        notes=_check_type(where, "notes", raw.get("notes", ""), str),
-        aliases=tuple(aliases),
+        id=entry_id, arch=arch, scale=scale, source=source, format=fmt,  # type: ignore[arg-type]
+        sha256=sha, aliases=tuple(aliases), variant=m["variant"],
         default=_check_type(where, "default", raw.get("default", False), bool),
-        variant=m["variant"],
-        origin=origin,
+        **_texts(raw, where, origin),
     )
 
 
@@ -389,8 +445,16 @@ class Catalog:
 
     @property
     def sr_entries(self) -> tuple[WeightsEntry, ...]:
-        """The super-resolution entries (``kind = "sr"``), in file order."""
+        """The super-resolution entries (``kind = "sr"`` and ``"community"``), in file order."""
         return tuple(e for e in self.entries if not e.is_aux)
+
+    def _ours(self) -> list[WeightsEntry]:
+        """SR entries of realsr's own architectures: the only ones an architecture name resolves to."""
+        return [e for e in self.entries if e.kind == "sr"]
+
+    def community(self, arch: str | None = None) -> tuple[WeightsEntry, ...]:
+        """The community entries (``kind = "community"``), optionally only those of family ``arch``."""
+        return tuple(e for e in self.entries if e.is_community and (arch is None or e.arch == arch))
 
     def aux(self, arch: str | None = None) -> tuple[WeightsEntry, ...]:
         """The auxiliary entries (``kind = "aux"``), optionally only those of ``arch``."""
@@ -417,10 +481,18 @@ class Catalog:
 
     def _unknown(self, name: str) -> UnknownModelError:
         sr = self.sr_entries
-        names = sorted({*(e.id for e in sr), *self._aliases, *(e.arch for e in sr)})
+        names = sorted({*(e.id for e in sr), *self._aliases, *(e.arch for e in self._ours())})
         close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
         from realsr_cli.registry.archs import ARCHITECTURES
 
+        if name in COMMUNITY_ARCHS:  # a family of several community models: name one
+            ids = [e.id for e in self.community(name)]
+            return UnknownModelError(
+                f"{name!r} is a community architecture, not a model"
+                + (f"; the catalog lists {', '.join(ids)}" if ids else ""),
+                hint=(f"pick one, e.g. --model {ids[0]}" if ids else "see `realsr models list`")
+                + "; any other checkpoint loads with --weights FILE",
+            )
         if name in ARCHITECTURES:  # a method we implement, but no published/shipped weights
             return UnknownModelError(
                 f"no weights are published for {name!r} (the architecture is built in, but "
@@ -440,7 +512,7 @@ class Catalog:
         entry of their architecture: a published or user-installed checkpoint of the same
         architecture (e.g. from ``$REALSR_WEIGHTS_TOML``) takes over the name.
         """
-        pool = [e for e in self.sr_entries if e.arch == arch]
+        pool = [e for e in self._ours() if e.arch == arch]
         if not pool:
             raise self._unknown(arch)
         pool.sort(key=lambda e: e.source.kind == "package")  # stable: file order otherwise
@@ -470,21 +542,26 @@ class Catalog:
         if target is not None:
             if scale is None or target.scale == scale:
                 return target
-            suffix = f"-{target.variant}" if target.variant else ""
-            return self._by_id.get(f"{target.arch}-x{scale}{suffix}", target)
-        if any(e.arch == name for e in self.sr_entries):
+            if target.is_community:  # realesrgan-x4plus + 2 -> realesrgan-x2plus, when listed
+                sibling = re.sub(rf"-x{target.scale}(?![0-9])", f"-x{scale}", target.id, count=1)
+            else:
+                sibling = f"{target.arch}-x{scale}" + (f"-{target.variant}" if target.variant else "")
+            found = self._by_id.get(sibling, target)
+            return found if found.kind == target.kind else target
+        if any(e.arch == name for e in self._ours()):
             return self.default_for(name, scale)
         raise self._unknown(name)
 
     def knows(self, name: str) -> bool:
         """Whether ``name`` is an id, alias or architecture name :meth:`get` resolves."""
-        return name in self._by_id or name in self._aliases or any(e.arch == name for e in self.sr_entries)
+        return name in self._by_id or name in self._aliases or any(e.arch == name for e in self._ours())
 
     def default(self, scale: float | None = None) -> WeightsEntry:
         """The model used when none is named: ``default_model`` (top-level key) or the first entry."""
         if not self.sr_entries:
             raise UnknownModelError("the weights catalog lists no SR model", hint=f"check weights.toml / {ENV_WEIGHTS_TOML}")
-        return self.get(self.default_model or self.sr_entries[0].arch, scale)
+        first = self.sr_entries[0]
+        return self.get(self.default_model or (first.id if first.is_community else first.arch), scale)
 
 
 def package_catalog_path() -> Path:
@@ -513,7 +590,9 @@ def load_catalog(path: str | os.PathLike[str] | None = None) -> Catalog:
             dm = _check_type(str(p), "default_model", data["default_model"], str)
             default_model = default_model or dm  # the packaged file decides; extra files only fill in
     catalog = Catalog(entries=tuple(entries), default_model=default_model, paths=tuple(paths))
-    if default_model is not None and default_model not in catalog and not any(e.arch == default_model for e in entries):
+    if default_model is not None and default_model not in catalog and not any(
+        e.kind == "sr" and e.arch == default_model for e in entries
+    ):
         raise ConfigError(f"default_model {default_model!r} is neither an id, an alias nor an architecture")
     if default_model is not None and any(e.is_aux and default_model in (e.id, e.arch) for e in entries):
         raise ConfigError(f"default_model {default_model!r} names auxiliary weights, not an SR model")

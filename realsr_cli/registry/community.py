@@ -17,6 +17,10 @@ SPAN, OmniSR ... A file is ours when it is a safetensors file with realsr metada
    :func:`supported_precision` downgrades precisions the model lacks (docs/cli.md, "Bring your
    own checkpoint", has the table).
 
+Registry entries of ``kind = "community"`` (``realsr upscale --model realesrgan-x4plus``) take the
+same path: hub.py downloads and verifies the published file, :func:`load_entry` loads it here and
+checks that spandrel detects the architecture family and scale the catalog names.
+
 spandrel is imported lazily and only here (layer rule: the registry may use it; models never do).
 
 Size (over STYLE's ~300-line guide): safe pickle reading, spandrel detection and its precision/tiling mapping are one loader.
@@ -37,12 +41,14 @@ from torch import Tensor, nn
 
 from realsr_cli.errors import WeightsError
 from realsr_cli.registry.archs import ArchSpec
+from realsr_cli.registry.catalog import COMMUNITY_ARCHS, WeightsEntry
 from realsr_cli.registry.loader import PICKLE_SUFFIXES
 
 log = logging.getLogger(__name__)
 
 __all__ = ["INSTALL_HINT", "PREFIX", "CommunityConfig", "CommunityNet", "detect", "import_spandrel",
-           "is_community", "load", "read_state_dict", "spec_for", "supported_precision"]
+           "is_community", "load", "load_entry", "read_state_dict", "require_spandrel", "spec_for",
+           "supported_precision"]
 
 INSTALL_HINT = "pip install 'realsr[community]'"
 #: our architecture name of a spandrel model: ``spandrel:<spandrel arch id>``
@@ -350,3 +356,29 @@ def load(path: str | os.PathLike[str]) -> tuple[ArchSpec, CommunityConfig, Commu
         log.warning("%s is a face restoration model: it expects aligned face crops, not whole photos",
                     config.arch_name)
     return spec_for(config), config, net
+
+
+def require_spandrel(entry: WeightsEntry) -> None:
+    """Fail before downloading a community entry when spandrel, which runs it, cannot be imported."""
+    try:
+        import_spandrel()
+    except WeightsError as exc:
+        raise WeightsError(
+            f"{entry.id} is a community model ({COMMUNITY_ARCHS[entry.arch]}), which realsr runs "
+            f"through spandrel: {exc}",
+            hint=exc.hint,
+        ) from exc
+
+
+def load_entry(entry: WeightsEntry, path: str | os.PathLike[str]) -> tuple[ArchSpec, CommunityConfig, CommunityNet]:
+    """:func:`load` for the verified file of a community catalog entry, refused (WeightsError) unless
+    spandrel detects the architecture and scale weights.toml names for it."""
+    spec, config, net = load(path)
+    expected = COMMUNITY_ARCHS[entry.arch]
+    if config.arch_id != expected or config.scale != entry.scale:
+        raise WeightsError(
+            f"{entry.id}: spandrel detects {Path(path).name} as {config.arch_id} x{config.scale}, but "
+            f"weights.toml says {expected} x{entry.scale}",
+            hint="the catalog entry (or the file its source serves) is wrong; report it",
+        )
+    return spec, config, net

@@ -15,7 +15,10 @@
   once into ``<cache>/converted/<id>-<sha12>.safetensors``; later calls return that file;
 - auxiliary entries (``kind = "aux"``, e.g. torchvision's VGGs) are never converted: ``fetch``
   returns the verified published file itself. When its file name carries torch.hub's hash prefix
-  (``vgg16-397923af.pth``: ``-<8+ hex>.<ext>``), the download's sha256 must also start with it.
+  (``vgg16-397923af.pth``: ``-<8+ hex>.<ext>``), the download's sha256 must also start with it;
+- community entries (``kind = "community"``, e.g. ``realesrgan-x4plus``) are never converted either:
+  ``fetch`` returns the verified published checkpoint, which registry/community.py loads through
+  spandrel (``community.load_entry`` checks it is the architecture and scale the entry names).
 
 Size (over STYLE's ~300-line guide): three source kinds (hub, URL, package), trust-on-first-use and converted-file records share one verify/cache path.
 """
@@ -357,7 +360,7 @@ def _check_name_prefix(entry: WeightsEntry, sha: str) -> None:
 
 
 def _needs_conversion(entry: WeightsEntry, path: Path) -> bool:
-    if entry.is_aux:  # used as published (e.g. torchvision's VGG .pth): never converted
+    if entry.is_aux or entry.is_community:  # used as published (a VGG .pth, a spandrel model): never converted
         return False
     return entry.format == "pth" or read_metadata(path).get("format") != FORMAT
 
@@ -381,7 +384,7 @@ def fetch(
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> Path:
     """A verified local safetensors file for ``entry`` (downloaded and converted when needed);
-    for an aux entry, the verified published file as is.
+    for an aux or community entry, the verified published file as is.
 
     Raises WeightsError (no hash to verify against and no ``trust_on_first_use``), DownloadError
     (network, missing file, offline and not cached), ChecksumError (hash mismatch; nothing kept).
@@ -452,7 +455,7 @@ def fetch(
         path = convert.convert_checkpoint(src, out, arch=entry.arch, scale=entry.scale)
         _record_converted(path, expected, root)
         return path
-    if not entry.is_aux:
+    if entry.kind == "sr":  # community files are checked by what spandrel detects when loaded
         _check_matches(entry, src)
     return src
 

@@ -9,7 +9,12 @@ import pytest
 
 from realsr_cli.errors import ConfigError, UnknownModelError
 from realsr_cli.registry.archs import ARCHITECTURES, get_arch
-from realsr_cli.registry.catalog import AUX_ARCHS, load_catalog, package_catalog_path
+from realsr_cli.registry.catalog import (
+    AUX_ARCHS,
+    COMMUNITY_ARCHS,
+    load_catalog,
+    package_catalog_path,
+)
 from tests.registry.conftest import entry_dict, write_catalog
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -24,6 +29,9 @@ def test_shipped_catalog_is_valid_and_names_known_archs():
     for e in catalog.entries:
         if e.is_aux:  # auxiliary weights (training-only VGGs): their own small arch set
             assert e.arch in AUX_ARCHS and e.arch not in ARCHITECTURES and e.license and e.paper
+            continue
+        if e.is_community:  # spandrel-loaded: checked in test_community_catalog.py
+            assert e.arch in COMMUNITY_ARCHS and e.arch not in ARCHITECTURES and e.license and e.paper
             continue
         assert e.arch in ARCHITECTURES
         spec = get_arch(e.arch)  # the factory works: the model package imports
