@@ -140,7 +140,7 @@ def same_state(a, b, where: str = "") -> list[str]:
     if isinstance(a, (list, tuple)):
         if not isinstance(b, (list, tuple)) or len(a) != len(b):
             return [where + " (length)"]
-        return [d for i, (x, y) in enumerate(zip(a, b)) for d in same_state(x, y, f"{where}[{i}]")]
+        return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in same_state(x, y, f"{where}[{i}]")]
     return [] if a == b else [where]
 
 

@@ -11,6 +11,7 @@ import typer
 from realsr_cli import __version__
 from realsr_cli.cli import _output
 from realsr_cli.cli import batch as batch_cmd
+from realsr_cli.cli import compare as compare_cmd
 from realsr_cli.cli import convert as convert_cmd
 from realsr_cli.cli import degrade as degrade_cmd
 from realsr_cli.cli import doctor as doctor_cmd
@@ -19,6 +20,7 @@ from realsr_cli.cli import export as export_cmd
 from realsr_cli.cli import models as models_cmd
 from realsr_cli.cli import train as train_cmd
 from realsr_cli.cli import upscale as upscale_cmd
+from realsr_cli.cli import video as video_cmd
 from realsr_cli.errors import (
     EXIT_DEVICE,
     EXIT_INTERRUPTED,
@@ -59,10 +61,12 @@ def _root(
 
 
 app.command("upscale", no_args_is_help=True)(upscale_cmd.upscale)
+app.command("video", no_args_is_help=True)(video_cmd.video)
 app.command("batch", no_args_is_help=True)(batch_cmd.batch)
 app.command("convert", no_args_is_help=True)(convert_cmd.convert)
 app.command("degrade", no_args_is_help=True)(degrade_cmd.degrade)
 app.command("eval", no_args_is_help=True)(eval_cmd.eval_cmd)
+app.command("compare", no_args_is_help=True)(compare_cmd.compare)
 app.command("export", no_args_is_help=True)(export_cmd.export)
 app.command("doctor")(doctor_cmd.doctor)
 app.add_typer(models_cmd.app, name="models")

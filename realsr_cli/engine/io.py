@@ -483,6 +483,14 @@ def write_image(
     dst = Path(path)
     fmt = _canonical_format(format) if format else format_from_suffix(dst)
     data = encode_image(img, format=fmt, bit_depth=bit_depth, quality=quality, manifest=manifest)
+    write_bytes_atomic(dst, data)
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` atomically: to ``.<name>.<random>.tmp`` in the destination folder (created
+    as needed), fsync, ``os.replace``. On any error or interrupt the temp file is removed and an
+    existing ``path`` is left untouched; an OS error is an :class:`ImageIOError` (exit 4)."""
+    dst = Path(path)
     tmp = dst.with_name(f".{dst.name}.{secrets.token_hex(4)}.tmp")
     try:
         dst.parent.mkdir(parents=True, exist_ok=True)
