@@ -242,7 +242,6 @@ def load_weights(path: str | os.PathLike[str]) -> tuple[ArchSpec, Any, nn.Module
     Returns ``(spec, config, net)``; ``net`` is on the CPU in float32 (as built) and in eval mode.
     """
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
 
     p = Path(path)
     meta = read_metadata(p)
@@ -255,13 +254,58 @@ def load_weights(path: str | os.PathLike[str]) -> tuple[ArchSpec, Any, nn.Module
         )
     spec, config = _spec_and_config(meta, p.name)
     _check_shapes_first(spec, config, p)  # before any real allocation (hostile metadata)
-    net = spec.build(config)
     try:
-        tensors = load_file(str(p), device="cpu")
+        tensors = _read_aligned(p)
     except (SafetensorError, OSError) as exc:  # truncated data section and the like
         raise WeightsError(f"{p.name}: cannot read its tensors ({exc})", hint="download or convert it again") from exc
-    load_state_dict_strict(net, tensors, what=p.name)
+    net = _adopt(spec, config, tensors, what=p.name)
+    if net is None:  # the constructor computes tensors the file does not hold: build, then copy
+        net = spec.build(config)
+        load_state_dict_strict(net, tensors, what=p.name)
     return spec, config, net.eval()
+
+
+def _read_aligned(path: Path) -> dict[str, Tensor]:
+    """The file's tensors, each in its own freshly allocated (hence aligned) CPU memory, read one at
+    a time: peak memory is the weights plus the largest tensor. (safetensors hands out views at
+    arbitrary byte offsets of one buffer; unaligned weights take other SIMD paths in the CPU
+    kernels and change results in the last bits, so they are not used as they are.)"""
+    import torch
+    from safetensors import safe_open
+
+    out: dict[str, Tensor] = {}
+    with safe_open(str(path), framework="pt", device="cpu") as fh:
+        for key in fh.keys():  # noqa: SIM118  (safe_open has no __iter__)
+            view = fh.get_tensor(key)
+            out[key] = torch.empty(view.shape, dtype=view.dtype).copy_(view)
+            del view
+    return out
+
+
+def _adopt(spec: ArchSpec, config: Any, tensors: dict[str, Tensor], *, what: str) -> nn.Module | None:
+    """The network with the file's tensors as its own: built on the meta device (no memory, no
+    random initialisation), then ``load_state_dict(assign=True)``, so loading costs one copy of
+    the weights (the file read) instead of three (random init, file, copy). Tensors are brought to
+    the dtype the network is built with first (float32), as a copy would. None when the network
+    keeps tensors outside its state dict (non-persistent buffers, plain tensor attributes): those
+    would stay on the meta device, so the caller builds it for real."""
+    import itertools
+
+    import torch
+
+    with torch.device("meta"):
+        net = spec.build(config)
+    own = net.state_dict()
+    _mismatch({k: tuple(v.shape) for k, v in own.items()}, {k: tuple(v.shape) for k, v in tensors.items()}, what)
+    adopted = {k: (v.to(own[k].dtype) if v.dtype != own[k].dtype else v) for k, v in tensors.items()}
+    try:
+        net.load_state_dict(adopted, strict=True, assign=True)
+    except RuntimeError as exc:
+        raise WeightsError(f"{what} could not be loaded: {exc}") from exc
+    left = any(t.is_meta for t in itertools.chain(net.parameters(), net.buffers())) or any(
+        isinstance(v, torch.Tensor) and v.is_meta for m in net.modules() for v in vars(m).values()
+    )
+    return None if left else net
 
 
 def is_realsr_file(path: str | os.PathLike[str]) -> bool:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from realsr_cli import __version__
 from realsr_cli.errors import UnknownModelError, WeightsError
@@ -190,3 +191,46 @@ def test_hostile_metadata_is_refused_before_anything_is_allocated(tmp_path, code
     lines = out.stdout.split("\n")
     assert lines[0] == "3 True True", out.stdout + out.stderr
     assert int(lines[1]) < 1500, f"peak RSS {lines[1]} MB"  # torch's import alone is ~400 MB
+
+
+@pytest.mark.parametrize("weights_id", ["bicres-x4", "ugtsr-x4-cpu", "ssr-x4-cpu"])
+def test_shipped_files_are_adopted_without_a_copy_and_equal_the_copy_path(weights_id):
+    """load_weights builds on the meta device and adopts the file's tensors (no random init, no
+    second copy); the result equals building for real and copying, tensor for tensor."""
+    from realsr_cli.registry import catalog, hub
+
+    path = hub.fetch(catalog.load_catalog().get(weights_id))
+    spec, config, net = loader.load_weights(path)
+    tensors = dict(net.state_dict())
+    assert all(not t.is_meta and t.device.type == "cpu" for t in tensors.values())
+    assert all(t.dtype == torch.float32 for t in tensors.values() if t.is_floating_point())
+    # each in its own aligned allocation: unaligned weights change CPU results in the last bits
+    assert all(t.data_ptr() % 64 == 0 for t in tensors.values())
+    copied = spec.build(config)
+    loader.load_state_dict_strict(copied, load_file(str(path)), what=weights_id)
+    for k, v in copied.state_dict().items():
+        assert torch.equal(v, tensors[k]), k
+    x = torch.rand(1, 3, 12, 12)
+    assert torch.equal(net.eval().upscale(x, generator=torch.Generator().manual_seed(0)),
+                       copied.eval().upscale(x, generator=torch.Generator().manual_seed(0)))
+
+
+def test_a_network_with_tensors_outside_its_state_dict_is_built_and_copied(tmp_path, tiny_arch, monkeypatch):
+    """A constructor that computes a tensor the file does not hold (a plain attribute here) would
+    leave it on the meta device if adopted: load_weights then builds for real and copies."""
+    from realsr_cli.registry import archs
+
+    spec = archs.get_arch("tiny")
+    real_build = spec.build
+
+    def build_with_attribute(config):
+        net = real_build(config)
+        net.table = torch.arange(4.0)  # computed, not saved
+        return net
+
+    patched = dataclasses.replace(spec, build=build_with_attribute)
+    monkeypatch.setattr(loader, "get_arch", lambda name: patched if name == "tiny" else archs.get_arch(name))
+    path = loader.save_weights(tmp_path / "w.safetensors", arch="tiny", config=TinyConfig(),
+                               state_dict=tiny_state_dict(seed=1))
+    _, _, net = loader.load_weights(path)
+    assert not net.table.is_meta and torch.equal(net.table, torch.arange(4.0))
