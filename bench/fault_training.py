@@ -7,9 +7,9 @@ run ends, bit for bit (issue 18, docs/reliability.md).
 1. A reference run: ``realsr train bicres --config bicres-tiny`` for ``--steps`` steps with a
    checkpoint every step, never interrupted.
 2. The same command (same data, seed, config) started, SIGKILLed, resumed with ``--resume``,
-   SIGKILLed again ... ``--kills`` times, spread over the run (each kill a random few steps
-   after the last one). Odd kills land a random 0-0.5 s after a random step's checkpoint (inside
-   a later step: forward, backward, optimizer, data); even kills watch the checkpoint folder and
+   SIGKILLed again ... ``--kills`` times at distinct random steps spread over the run (in order).
+   Odd kills land a random 0-50 ms after that step's checkpoint (inside a later step: forward,
+   backward, optimizer, data); even kills watch the checkpoint folder and
    fire the moment a checkpoint's temporary ``.part`` file appears, i.e. inside a checkpoint
    write. Then one last ``--resume`` runs to the end.
 3. Checks: no resume fails or goes back (the newest complete checkpoint never decreases); no
@@ -161,7 +161,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--kills", type=int, default=20)
-    ap.add_argument("--steps", type=int, default=150)
+    ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     if args.out.exists():
@@ -179,13 +179,13 @@ def main() -> int:
 
     run = args.out / "faulted"
     events = []
-    for i in range(args.kills):
+    # the kill points: distinct random steps spread over the run, in order (a kill waits for its
+    # step's checkpoint, so no run can finish before its kill)
+    targets = sorted(rnd.sample(range(2, args.steps - 2), args.kills))
+    for i, target in enumerate(targets):
         in_write = i % 2 == 1
-        # spread the kills over the run: each one a few steps further on
-        now = newest_step(run)
-        target = min(args.steps - 2, now + rnd.randint(1, max(1, 2 * (args.steps - now) // (args.kills - i + 1))))
         cmd = command(data, run, args.steps, resume=(run / "checkpoints").is_dir())
-        ev = kill_run(cmd, run, target=target, delay=rnd.uniform(0.0, 0.5), in_write=in_write,
+        ev = kill_run(cmd, run, target=target, delay=rnd.uniform(0.0, 0.05), in_write=in_write,
                       limit=ref_seconds * 3 + 60)
         ev.update(kill=i + 1, target=target, delay=ev.get("delay", 0.0))
         events.append(ev)

@@ -216,16 +216,37 @@ def load_state_dict_strict(module: nn.Module, state_dict: Mapping[str, Tensor], 
         raise WeightsError(f"{what} could not be loaded: {exc}") from exc
 
 
+#: in-place random fills: on the meta device there is nothing to fill, and ``normal_`` there goes
+#: through torch's reference decompositions, whose first use imports torch._dynamo (~1 s)
+_RANDOM_FILLS = frozenset({"normal_", "uniform_", "random_", "bernoulli_", "exponential_",
+                           "log_normal_", "cauchy_", "geometric_", "erfinv_"})
+
+
+def build_on_meta(spec: ArchSpec, config: Any) -> nn.Module:
+    """``spec.build(config)`` on the meta device: shapes and structure, no memory, no random
+    initialisation (random fills are skipped; a meta tensor holds no values)."""
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    class _SkipRandomFills(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            kwargs = kwargs or {}
+            if getattr(func, "__name__", "") in _RANDOM_FILLS and args and getattr(args[0], "is_meta", False):
+                return args[0]
+            return func(*args, **kwargs)
+
+    with torch.device("meta"), _SkipRandomFills():
+        return spec.build(config)
+
+
 def _check_shapes_first(spec: ArchSpec, config: Any, path: Path) -> None:
     """Build the network on the meta device (no memory) and compare its keys and shapes with the
     file's header: a config in the metadata that does not match the tensors (e.g. a 4 KB header
     asking for a 20M-entry codebook) is refused (exit 3) before anything is allocated."""
-    import torch
     from safetensors import SafetensorError, safe_open
 
     try:
-        with torch.device("meta"):
-            expected = {k: tuple(v.shape) for k, v in spec.build(config).state_dict().items()}
+        expected = {k: tuple(v.shape) for k, v in build_on_meta(spec, config).state_dict().items()}
     except Exception as exc:  # a config the architecture cannot build at all
         raise WeightsError(f"{path.name}: its {spec.name} config cannot be built ({exc})", hint=_CONVERT_HINT) from exc
     try:
@@ -293,8 +314,7 @@ def _adopt(spec: ArchSpec, config: Any, tensors: dict[str, Tensor], *, what: str
 
     import torch
 
-    with torch.device("meta"):
-        net = spec.build(config)
+    net = build_on_meta(spec, config)
     own = net.state_dict()
     _mismatch({k: tuple(v.shape) for k, v in own.items()}, {k: tuple(v.shape) for k, v in tensors.items()}, what)
     adopted = {k: (v.to(own[k].dtype) if v.dtype != own[k].dtype else v) for k, v in tensors.items()}

@@ -234,3 +234,22 @@ def test_a_network_with_tensors_outside_its_state_dict_is_built_and_copied(tmp_p
                                state_dict=tiny_state_dict(seed=1))
     _, _, net = loader.load_weights(path)
     assert not net.table.is_meta and torch.equal(net.table, torch.arange(4.0))
+
+
+def test_loading_builds_on_meta_without_random_fills_or_dynamo():
+    """The meta-device builds (shape check, adoption) skip random initialisation: ``normal_`` on a
+    meta tensor would import torch._dynamo (about a second of every `realsr upscale`)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch\n"
+            "from realsr_cli.registry import catalog, hub, loader\n"
+            "from realsr_cli.registry.archs import get_arch\n"
+            "from realsr_cli.models.bicres import BicResConfig\n"
+            "net = loader.build_on_meta(get_arch('bicres'), BicResConfig())\n"
+            "assert all(p.is_meta for p in net.parameters())\n"
+            "loader.load_weights(hub.fetch(catalog.load_catalog().get('bicres-x4')))\n"
+            "print('torch._dynamo' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
