@@ -82,7 +82,9 @@ def main() -> int:
     cmd = [sys.executable, "-m", "realsr_cli", "batch", str(src), str(dst), "--device", "cpu",
            "--format", "png", "--json"]
     start = time.time()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    summary_path = args.out / "batch.json"  # a file, not a pipe: the summary is larger than a pipe's buffer
+    summary_file = open(summary_path, "wb")
+    proc = subprocess.Popen(cmd, stdout=summary_file, stderr=subprocess.DEVNULL)
     samples: list[tuple[float, int, float]] = []  # (seconds, outputs so far, RSS MiB)
     while proc.poll() is None:
         r = rss_mib(proc.pid)
@@ -90,7 +92,8 @@ def main() -> int:
             done = sum(1 for _ in dst.glob("*.png")) if dst.is_dir() else 0
             samples.append((time.time() - start, done, r))
         time.sleep(args.every)
-    stdout = proc.stdout.read().decode() if proc.stdout else ""
+    summary_file.close()
+    stdout = summary_path.read_text()
     wall = time.time() - start
     problems = []
     if proc.returncode != 0:
@@ -134,7 +137,8 @@ def main() -> int:
                     "growth_25%_to_end": round(float(growth), 1)},
         "images_per_second_by_tenth": tenths, "samples": len(samples),
         "load_average": os.getloadavg(), "problems": problems,
-        "batch_summary": json.loads(stdout) if stdout.strip().startswith("{") else None,
+        "batch_summary": {k: v for k, v in json.loads(stdout).items() if k not in ("images", "failed")}
+        if stdout.strip().startswith("{") else None,
     }
     (args.out / "soak.json").write_text(json.dumps(report, indent=1))
     print(json.dumps({k: v for k, v in report.items() if k != "batch_summary"}, indent=1))
