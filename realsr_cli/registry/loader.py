@@ -231,8 +231,10 @@ def build_on_meta(spec: ArchSpec, config: Any) -> nn.Module:
     class _SkipRandomFills(TorchFunctionMode):
         def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
             kwargs = kwargs or {}
-            if getattr(func, "__name__", "") in _RANDOM_FILLS and args and getattr(args[0], "is_meta", False):
-                return args[0]
+            if getattr(func, "__name__", "") in _RANDOM_FILLS:  # Tensor.normal_ or nn.init.normal_(tensor=...)
+                target = args[0] if args else kwargs.get("tensor")
+                if getattr(target, "is_meta", False):
+                    return target
             return func(*args, **kwargs)
 
     with torch.device("meta"), _SkipRandomFills():

@@ -248,7 +248,8 @@ def test_loading_builds_on_meta_without_random_fills_or_dynamo():
             "from realsr_cli.models.bicres import BicResConfig\n"
             "net = loader.build_on_meta(get_arch('bicres'), BicResConfig())\n"
             "assert all(p.is_meta for p in net.parameters())\n"
-            "loader.load_weights(hub.fetch(catalog.load_catalog().get('bicres-x4')))\n"
+            "for name in ('bicres-x4', 'ugtsr-x4-cpu', 'ssr-x4-cpu'):\n"
+            "    loader.load_weights(hub.fetch(catalog.load_catalog().get(name)))\n"
             "print('torch._dynamo' in sys.modules)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

@@ -63,7 +63,10 @@ def relative_position_index(window_size: int) -> Tensor:
     Entry (i, j) encodes the offset of token i relative to token j as
     ``(dy + w - 1) * (2w - 1) + (dx + w - 1)``.
     """
-    ys, xs = torch.meshgrid(torch.arange(window_size), torch.arange(window_size), indexing="ij")
+    # an integer table: always computed on the CPU (a meta-device build, as the loader's, must not
+    # run meshgrid on meta, which imports torch._dynamo); loading replaces it with the file's
+    ar = torch.arange(window_size, device="cpu")
+    ys, xs = torch.meshgrid(ar, ar, indexing="ij")
     ys, xs = ys.flatten(), xs.flatten()
     dy = ys[:, None] - ys[None, :] + window_size - 1
     dx = xs[:, None] - xs[None, :] + window_size - 1
@@ -82,7 +85,10 @@ def shifted_window_mask(
 
     After the cyclic shift by ``shift_size`` each window may hold tokens from up to 9 regions of the
     un-shifted image (3 row bands x 3 column bands); tokens attend only within their own region.
+    Computed on the CPU unless ``device`` says otherwise (not on an ambient meta device, see
+    :func:`relative_position_index`).
     """
+    device = torch.device("cpu") if device is None else device
     region = torch.zeros(height, width, device=device)
     bands = (slice(0, -window_size), slice(-window_size, -shift_size), slice(-shift_size, None))
     label = 0
