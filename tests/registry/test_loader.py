@@ -185,7 +185,10 @@ def test_hostile_metadata_is_refused_before_anything_is_allocated(tmp_path, code
         f"    loader.load_weights({str(path)!r})\n"
         "except WeightsError as exc:\n"
         "    print(exc.exit_code, 'embedding.weight' in exc.message, 'shape mismatch' in exc.message)\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"
+        # VmHWM: this process's own peak (ru_maxrss would include the forking pytest's RSS, which
+        # Linux carries over exec)
+        "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')]\n"
+        "print(int(hwm[0].split()[1]) // 1024 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     lines = out.stdout.split("\n")
