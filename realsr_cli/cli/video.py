@@ -53,6 +53,8 @@ def video(
                                                "veryfast (x264/x265).")] = None,
     frames: Annotated[int | None, typer.Option("--frames", help="Only the first N frames (to try settings).",
                                                min=1)] = None,
+    frame_batch: Annotated[int, typer.Option("--frame-batch", help="Frames per engine call (same-size frames, "
+                                             "deterministic models; e.g. 8 on a GPU).", min=1)] = 1,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its partial file.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing OUTPUT (and discard a partial "
                                             "one).")] = False,
@@ -78,7 +80,8 @@ def video(
 
     opts = _common.options(scale=scale, tile=tile, tile_overlap=tile_overlap, tile_batch=tile_batch, seed=seed,
                            steps=steps, tta=tta)
-    vopts = engine_video.VideoOptions(codec=codec, crf=crf, pix_fmt=pix_fmt, preset=preset, frames=frames)
+    vopts = engine_video.VideoOptions(codec=codec, crf=crf, pix_fmt=pix_fmt, preset=preset, frames=frames,
+                                      batch=frame_batch)
     engine_video.check_encoder(engine_video.require_av(), vopts)  # before the model loads
     with engine_dist.sigterm_as_interrupt(), _output.progress() as view:
         m = _common.load(model, weights, scale, device, precision.value, offline, view)

@@ -251,11 +251,7 @@ def upscale_image(
     result = run_model(model, _to_tensor(image.pixels), options, progress=progress)
     if has(model.net, TileNotes):  # community models warn when tiled against advice
         model.net.note_tiles(result.tiles)
-    pixels = _to_pixels(result.sr, image.pixels.shape[2])
-    if pixels.shape[:2] != (out_h, out_w):  # --scale other than native: model, then resize
-        pixels = io.resize(pixels, (out_h, out_w))
-        if pixels.ndim == 2:
-            pixels = pixels[..., None]
+    pixels = _output_pixels(result.sr, image.pixels.shape[2], (out_h, out_w))
 
     alpha = None
     if image.alpha is not None:
@@ -279,6 +275,46 @@ def upscale_image(
         "tta": options.tta,
     }
     return out, info
+
+
+def _output_pixels(sr: torch.Tensor, channels: int, size: tuple[int, int]) -> np.ndarray:
+    """(1,3,H,W) model output -> HxWxC pixels of ``size`` (resized when ``--scale`` is not the
+    model's own)."""
+    pixels = _to_pixels(sr, channels)
+    if pixels.shape[:2] != size:  # --scale other than native: model, then resize
+        pixels = io.resize(pixels, size)
+        if pixels.ndim == 2:
+            pixels = pixels[..., None]
+    return pixels
+
+
+def upscale_images(
+    model: LoadedModel,
+    images: Sequence[io.ImageData],
+    options: UpscaleOptions = UpscaleOptions(),
+    *,
+    progress: Progress | None = None,
+) -> list[tuple[io.ImageData, dict[str, Any]]]:
+    """:func:`upscale_image` of several images with one engine call (a batch of N) where that
+    gives the same images: all the same size and channels, none with alpha, and a deterministic
+    model (a stochastic one draws its noise per batch, so its frames would differ from single
+    runs). Otherwise, and for one image, one call per image. Batched outputs equal the single
+    ones up to the CPU kernels' batch-size-dependent rounding (below one 8-bit step)."""
+    if (len(images) < 2 or model.spec.stochastic
+            or any(im.alpha is not None for im in images)
+            or len({(im.height, im.width, im.pixels.shape[2]) for im in images}) != 1):
+        return [upscale_image(model, im, options, progress=progress) for im in images]
+    first = images[0]
+    target_scale = float(options.scale) if options.scale else float(model.scale)
+    size = (max(1, round(first.height * target_scale)), max(1, round(first.width * target_scale)))
+    result = run_model(model, torch.cat([_to_tensor(im.pixels) for im in images]), options,
+                       progress=progress)
+    if has(model.net, TileNotes):
+        model.net.note_tiles(result.tiles)
+    info = {"tile": result.tile, "tiles": result.tiles, "seed": result.seed,
+            "fp32_fallbacks": result.fp32_fallbacks, "scale": target_scale, "tta": options.tta}
+    return [(replace(im, pixels=_output_pixels(result.sr[i:i + 1], im.pixels.shape[2], size)), dict(info))
+            for i, im in enumerate(images)]
 
 
 def default_output_path(src: str | Path, model_scale: float) -> Path:

@@ -1,4 +1,5 @@
-"""Video upscaling: decode with PyAV, run every frame through :func:`api.upscale_image`, encode.
+"""Video upscaling: decode with PyAV, run every frame through :func:`api.upscale_image`, encode
+(``VideoOptions.batch`` frames per engine call through :func:`api.upscale_images`).
 
 PyAV (the optional extra ``realsr[video]``; its wheels carry FFmpeg) is imported lazily, only here.
 
@@ -83,12 +84,15 @@ class VideoOptions:
     pix_fmt: str = "yuv420p"
     preset: str | None = None
     frames: int | None = None
+    batch: int = 1
 
     def __post_init__(self) -> None:
         if not 0 <= self.crf <= 63:
             raise UsageError(f"--crf must be 0..63, got {self.crf}", hint="18 is visually lossless for x264")
         if self.frames is not None and self.frames < 1:
             raise UsageError(f"--frames must be >= 1, got {self.frames}")
+        if self.batch < 1:
+            raise UsageError(f"--frame-batch must be >= 1, got {self.batch}")
 
 
 @dataclass
@@ -463,13 +467,25 @@ def upscale_video(
         o = _open_output(av, tmp, dst, inp, video, enc_opts, size, src)
         if state is not None:
             carry = _decoded(av, partial)
+        pending: list[tuple[io.ImageData, int]] = []  # decoded frames waiting for one batched engine call
+
+        def flush() -> None:
+            results = api.upscale_images(model, [im for im, _ in pending], options, progress=progress)
+            info.update(results[-1][1])  # tile and seed of the run, for the report
+            for (upscaled, _), (_, frame_pts) in zip(results, pending, strict=True):
+                o.write(_video_frame(av, upscaled, out_high, video.pix_fmt, color), frame_pts)
+                if on_frame is not None:
+                    on_frame(o.done, max(total, o.done), True)  # total: the header's count
+            pending.clear()
+
+        last = o.last_pts
         for frame in inp.decode(vin):
-            if video.frames is not None and o.done >= video.frames:
+            if video.frames is not None and o.done + len(pending) >= video.frames:
                 break
-            last = o.last_pts
             pts = frame.pts if frame.pts is not None else (0 if last is None else last + o.step)
             if last is not None and pts <= last:  # missing or repeated pts: keep them increasing
                 pts = last + o.step
+            last = pts
             if o.done < keep:  # done before the interruption: taken from the partial, not recomputed
                 vf = next(carry, None)
                 if vf is None:
@@ -477,12 +493,15 @@ def upscale_video(
                                      hint=START_OVER)
                 vf.pict_type = av.video.frame.PictureType.NONE  # let the encoder choose frame types
                 o.carried += 1
-            else:
-                upscaled, info = api.upscale_image(model, _rgb_frame(frame, high), options, progress=progress)
-                vf = _video_frame(av, upscaled, out_high, video.pix_fmt, color)
-            o.write(vf, pts)
-            if on_frame is not None:
-                on_frame(o.done, max(total, o.done), o.done > keep)  # total: the header's count
+                o.write(vf, pts)
+                if on_frame is not None:
+                    on_frame(o.done, max(total, o.done), False)
+                continue
+            pending.append((_rgb_frame(frame, high), pts))
+            if len(pending) >= video.batch:
+                flush()
+        if pending:
+            flush()
         if o.done < keep:
             raise UsageError(f"the input has fewer frames than the partial {partial}", hint=START_OVER)
         o.finish(audio_to_end=video.frames is None)

@@ -301,3 +301,31 @@ def test_missing_pyav_says_how_to_install(monkeypatch):
     with pytest.raises(UsageError) as info:
         ev.require_av()
     assert info.value.hint == "pip install 'realsr[video]'" and info.value.exit_code == 2
+
+
+def test_frame_batches_give_the_single_frame_results(model, clip, tmp_path, monkeypatch):
+    """``batch=4`` sends 4 frames per engine call (then the last 2): same frames, timestamps and
+    count as one frame per call, pixels within one 8-bit step (the CPU kernels may round a batch
+    differently); ``upscale_images`` falls back to one call per image where batching would change
+    the result (alpha)."""
+    one, four = tmp_path / "one.mkv", tmp_path / "four.mkv"
+    ev.upscale_video(model, clip, one, video=LOSSLESS)
+    calls = []
+    real = api.run_model
+
+    def counting(m, lq, *a, **k):
+        calls.append(lq.shape[0])
+        return real(m, lq, *a, **k)
+
+    monkeypatch.setattr(api, "run_model", counting)
+    report = ev.upscale_video(model, clip, four, video=dataclasses.replace(LOSSLESS, batch=4))
+    assert calls == [4, 2] and report.frames == 6
+    assert times(one) == times(four)
+    for x, y in zip(decoded(one), decoded(four), strict=True):
+        assert np.abs(rgb(x).astype(int) - rgb(y).astype(int)).max() <= 1
+    calls.clear()
+    rgba = io.ImageData(pixels=np.full((8, 8, 3), 0.5, np.float32), alpha=np.ones((8, 8), np.float32))
+    out = api.upscale_images(model, [rgba, rgba], api.UpscaleOptions())
+    assert calls == [1, 1] and all(o.alpha is not None for o, _ in out)
+    with pytest.raises(UsageError, match="frame-batch"):
+        ev.VideoOptions(batch=0)
