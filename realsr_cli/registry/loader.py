@@ -241,14 +241,16 @@ def build_on_meta(spec: ArchSpec, config: Any) -> nn.Module:
         return spec.build(config)
 
 
-def _check_shapes_first(spec: ArchSpec, config: Any, path: Path) -> None:
+def _check_shapes_first(spec: ArchSpec, config: Any, path: Path) -> nn.Module:
     """Build the network on the meta device (no memory) and compare its keys and shapes with the
     file's header: a config in the metadata that does not match the tensors (e.g. a 4 KB header
-    asking for a 20M-entry codebook) is refused (exit 3) before anything is allocated."""
+    asking for a 20M-entry codebook) is refused (exit 3) before anything is allocated. Returns the
+    meta network (checked), for :func:`_adopt`."""
     from safetensors import SafetensorError, safe_open
 
     try:
-        expected = {k: tuple(v.shape) for k, v in build_on_meta(spec, config).state_dict().items()}
+        net = build_on_meta(spec, config)
+        expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
     except Exception as exc:  # a config the architecture cannot build at all
         raise WeightsError(f"{path.name}: its {spec.name} config cannot be built ({exc})", hint=_CONVERT_HINT) from exc
     try:
@@ -257,6 +259,7 @@ def _check_shapes_first(spec: ArchSpec, config: Any, path: Path) -> None:
     except (SafetensorError, OSError) as exc:
         raise WeightsError(f"{path.name}: cannot read its tensor header ({exc})", hint="download or convert it again") from exc
     _mismatch(expected, found, path.name)
+    return net
 
 
 def load_weights(path: str | os.PathLike[str]) -> tuple[ArchSpec, Any, nn.Module]:
@@ -276,12 +279,12 @@ def load_weights(path: str | os.PathLike[str]) -> tuple[ArchSpec, Any, nn.Module
             hint="use it as the input file of the next training stage (see docs/training.md)",
         )
     spec, config = _spec_and_config(meta, p.name)
-    _check_shapes_first(spec, config, p)  # before any real allocation (hostile metadata)
+    meta_net = _check_shapes_first(spec, config, p)  # before any real allocation (hostile metadata)
     try:
         tensors = _read_aligned(p)
     except (SafetensorError, OSError) as exc:  # truncated data section and the like
         raise WeightsError(f"{p.name}: cannot read its tensors ({exc})", hint="download or convert it again") from exc
-    net = _adopt(spec, config, tensors, what=p.name)
+    net = _adopt(meta_net, tensors, what=p.name)
     if net is None:  # the constructor computes tensors the file does not hold: build, then copy
         net = spec.build(config)
         load_state_dict_strict(net, tensors, what=p.name)
@@ -305,20 +308,19 @@ def _read_aligned(path: Path) -> dict[str, Tensor]:
     return out
 
 
-def _adopt(spec: ArchSpec, config: Any, tensors: dict[str, Tensor], *, what: str) -> nn.Module | None:
-    """The network with the file's tensors as its own: built on the meta device (no memory, no
-    random initialisation), then ``load_state_dict(assign=True)``, so loading costs one copy of
-    the weights (the file read) instead of three (random init, file, copy). Tensors are brought to
-    the dtype the network is built with first (float32), as a copy would. None when the network
-    keeps tensors outside its state dict (non-persistent buffers, plain tensor attributes): those
-    would stay on the meta device, so the caller builds it for real."""
+def _adopt(net: nn.Module, tensors: dict[str, Tensor], *, what: str) -> nn.Module | None:
+    """``net`` (built on the meta device, its keys and shapes already checked against the file's
+    header by :func:`_check_shapes_first`) with the file's tensors as its own:
+    ``load_state_dict(assign=True)``, so loading costs one copy of the weights (the file read)
+    instead of three (random init, file, copy). Tensors are brought to the dtype the network is
+    built with first (float32), as a copy would. None when the network keeps tensors outside its
+    state dict (non-persistent buffers, plain tensor attributes): those would stay on the meta
+    device, so the caller builds it for real."""
     import itertools
 
     import torch
 
-    net = build_on_meta(spec, config)
     own = net.state_dict()
-    _mismatch({k: tuple(v.shape) for k, v in own.items()}, {k: tuple(v.shape) for k, v in tensors.items()}, what)
     adopted = {k: (v.to(own[k].dtype) if v.dtype != own[k].dtype else v) for k, v in tensors.items()}
     try:
         net.load_state_dict(adopted, strict=True, assign=True)
