@@ -25,7 +25,7 @@ from realsr_cli import __version__
 from realsr_cli.engine import device as devices
 from realsr_cli.engine import io
 from realsr_cli.engine.model import LoadedModel
-from realsr_cli.engine.runner import RunOptions, run_model
+from realsr_cli.engine.runner import RunOptions, RunResult, run_model
 from realsr_cli.errors import ImageIOError, UsageError
 from realsr_cli.registry.capabilities import ManifestExtra, TileNotes, has
 
@@ -44,6 +44,8 @@ __all__ = [
     "looks_like_path",
     "convert_checkpoint",
     "upscale_image",
+    "upscale_images",
+    "output_size",
     "upscale_file",
     "default_output_path",
     "check_aux",
@@ -244,13 +246,8 @@ def upscale_image(
 
     Returns the output image and run info (tile, tiles, seed, fp32_fallbacks, scale).
     """
-    h, w = image.height, image.width
-    target_scale = float(options.scale) if options.scale else float(model.scale)
-    out_h, out_w = max(1, round(h * target_scale)), max(1, round(w * target_scale))
-
-    result = run_model(model, _to_tensor(image.pixels), options, progress=progress)
-    if has(model.net, TileNotes):  # community models warn when tiled against advice
-        model.net.note_tiles(result.tiles)
+    target_scale, (out_h, out_w) = output_size(model, options, image.height, image.width)
+    result = _run(model, _to_tensor(image.pixels), options, progress)
     pixels = _output_pixels(result.sr, image.pixels.shape[2], (out_h, out_w))
 
     alpha = None
@@ -265,16 +262,28 @@ def upscale_image(
             alpha = io.resize(image.alpha, (out_h, out_w))
         alpha = np.clip(alpha, 0.0, 1.0).astype(np.float32, copy=False)
 
-    out = replace(image, pixels=pixels, alpha=alpha)
-    info = {
-        "tile": result.tile,
-        "tiles": result.tiles,
-        "seed": result.seed,
-        "fp32_fallbacks": result.fp32_fallbacks,
-        "scale": target_scale,
-        "tta": options.tta,
-    }
-    return out, info
+    return replace(image, pixels=pixels, alpha=alpha), _run_info(result, target_scale, options)
+
+
+def output_size(model: LoadedModel, options: UpscaleOptions, height: int, width: int) -> tuple[float, tuple[int, int]]:
+    """The scale an image is upscaled by (``options.scale``, else the model's) and its output
+    ``(height, width)``."""
+    scale = float(options.scale) if options.scale else float(model.scale)
+    return scale, (max(1, round(height * scale)), max(1, round(width * scale)))
+
+
+def _run(model: LoadedModel, lq: torch.Tensor, options: UpscaleOptions, progress: Progress | None) -> RunResult:
+    """:func:`run_model`, then the tile note community models give when tiled against advice."""
+    result = run_model(model, lq, options, progress=progress)
+    if has(model.net, TileNotes):
+        model.net.note_tiles(result.tiles)
+    return result
+
+
+def _run_info(result: RunResult, scale: float, options: UpscaleOptions) -> dict[str, Any]:
+    """The run info :func:`upscale_image` returns with each image."""
+    return {"tile": result.tile, "tiles": result.tiles, "seed": result.seed,
+            "fp32_fallbacks": result.fp32_fallbacks, "scale": scale, "tta": options.tta}
 
 
 def _output_pixels(sr: torch.Tensor, channels: int, size: tuple[int, int]) -> np.ndarray:
@@ -304,17 +313,10 @@ def upscale_images(
             or any(im.alpha is not None for im in images)
             or len({(im.height, im.width, im.pixels.shape[2]) for im in images}) != 1):
         return [upscale_image(model, im, options, progress=progress) for im in images]
-    first = images[0]
-    target_scale = float(options.scale) if options.scale else float(model.scale)
-    size = (max(1, round(first.height * target_scale)), max(1, round(first.width * target_scale)))
-    result = run_model(model, torch.cat([_to_tensor(im.pixels) for im in images]), options,
-                       progress=progress)
-    if has(model.net, TileNotes):
-        model.net.note_tiles(result.tiles)
-    info = {"tile": result.tile, "tiles": result.tiles, "seed": result.seed,
-            "fp32_fallbacks": result.fp32_fallbacks, "scale": target_scale, "tta": options.tta}
-    return [(replace(im, pixels=_output_pixels(result.sr[i:i + 1], im.pixels.shape[2], size)), dict(info))
-            for i, im in enumerate(images)]
+    target_scale, size = output_size(model, options, images[0].height, images[0].width)
+    result = _run(model, torch.cat([_to_tensor(im.pixels) for im in images]), options, progress)
+    return [(replace(im, pixels=_output_pixels(result.sr[i:i + 1], im.pixels.shape[2], size)),
+             _run_info(result, target_scale, options)) for i, im in enumerate(images)]
 
 
 def default_output_path(src: str | Path, model_scale: float) -> Path:

@@ -445,8 +445,8 @@ def upscale_video(
     vin = inp.streams.video[0]
     vin.thread_type = "AUTO"
     w, h = vin.codec_context.width, vin.codec_context.height
-    target = float(options.scale) if options.scale else float(model.scale)
-    size = (max(1, round(w * target)), max(1, round(h * target)))
+    target, (out_h, out_w) = api.output_size(model, options, h, w)
+    size = (out_w, out_h)
     n_audio, fps = len(inp.streams.audio), float(vin.average_rate) if vin.average_rate else None
     high = vin.format is not None and max(c.bits for c in vin.format.components) > 8
     out_high = max(c.bits for c in av.VideoFormat(video.pix_fmt).components) > 8
