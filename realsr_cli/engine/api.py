@@ -24,6 +24,7 @@ import torch
 from realsr_cli import __version__
 from realsr_cli.engine import device as devices
 from realsr_cli.engine import io
+from realsr_cli.engine.io import check_not_input  # re-exported: the public API has always had it
 from realsr_cli.engine.model import LoadedModel
 from realsr_cli.engine.runner import RunOptions, RunResult, run_model
 from realsr_cli.errors import ImageIOError, UsageError
@@ -430,22 +431,6 @@ def check_aux(model: LoadedModel, aux_dir: str | Path) -> None:
 
     auxmaps.require_aux(model)
     check_output_writable(Path(aux_dir) / "aux.png")
-
-
-def check_not_input(src: str | Path, dst: str | Path, *, overwrite: bool = False) -> None:
-    """Refuse (exit 2) an output that is the input file itself — also through links, ``..`` or a
-    hard link — unless ``overwrite``: an upscale must never silently replace the original."""
-    if overwrite or "-" in (str(src), str(dst)):
-        return
-    try:
-        same = os.path.samefile(src, dst)
-    except OSError:  # dst does not exist (yet), or src is unreadable: nothing to protect
-        return
-    if same:
-        raise UsageError(
-            f"the output {dst} is the input file {src}: refusing to replace the original",
-            hint="choose another -o path, or add --overwrite to replace the input on purpose",
-        )
 
 
 def check_output_writable(dst: str | Path) -> None:

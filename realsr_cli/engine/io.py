@@ -342,9 +342,9 @@ def encode_image(
         log.info("ICC profile for colour space %r does not fit the output: dropped", icc[16:20])
         icc = None
     max_val = 65535 if depth == 16 else 255
-    arr = _quantise(colour, max_val)
+    arr = quantise(colour, max_val)
     if alpha is not None:
-        arr = np.concatenate([arr, _quantise(alpha[..., None], max_val)], axis=2)
+        arr = np.concatenate([arr, quantise(alpha[..., None], max_val)], axis=2)
     try:
         return _encode_with_metadata(img, fmt, arr, depth, icc, manifest, quality)
     except MemoryError:
@@ -387,7 +387,7 @@ def _encode_with_metadata(
     return data
 
 
-def _quantise(x: np.ndarray, max_val: int) -> np.ndarray:
+def quantise(x: np.ndarray, max_val: int) -> np.ndarray:
     """float (overshoot clamped to [0,1], NaN -> 0) -> uint8/uint16 ``round(x * max_val)``."""
     q = np.clip(x, 0.0, 1.0).astype(np.float32, copy=False)
     np.nan_to_num(q, copy=False, nan=0.0)
@@ -465,6 +465,22 @@ def _png_insert_chunks(
             chunks.append(_png_chunk(b"iTXt", keyword + b"\x00" * 5 + value.encode("utf-8")))
     end = 8 + 4 + 4 + 13 + 4  # signature, then IHDR: length, type, 13 bytes, crc
     return png[:end] + b"".join(chunks) + png[end:]
+
+
+def check_not_input(src: str | Path, dst: str | Path, *, overwrite: bool = False) -> None:
+    """Refuse (exit 2) an output that is the input file itself — also through links, ``..`` or a
+    hard link — unless ``overwrite``: an upscale must never silently replace the original."""
+    if overwrite or "-" in (str(src), str(dst)):
+        return
+    try:
+        same = os.path.samefile(src, dst)
+    except OSError:  # dst does not exist (yet), or src is unreadable: nothing to protect
+        return
+    if same:
+        raise UsageError(
+            f"the output {dst} is the input file {src}: refusing to replace the original",
+            hint="choose another -o path, or add --overwrite to replace the input on purpose",
+        )
 
 
 def write_image(

@@ -304,7 +304,7 @@ def _rgb_frame(frame: Any, high: bool) -> io.ImageData:
 
 def _video_frame(av: Any, image: io.ImageData, high: bool, pix_fmt: str, color: dict[str, Any]) -> Any:
     fmt, top = ("rgb48le", 65535) if high else ("rgb24", 255)
-    rgb = av.VideoFrame.from_ndarray(io._quantise(image.pixels, top), format=fmt)  # rounded like images
+    rgb = av.VideoFrame.from_ndarray(io.quantise(image.pixels, top), format=fmt)  # rounded like images
     return rgb.reformat(format=pix_fmt, dst_colorspace=color.get("colorspace"), dst_color_range=color.get("color_range"))
 
 

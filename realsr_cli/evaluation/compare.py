@@ -280,10 +280,6 @@ def _fit_text(draw: ImageDraw.ImageDraw, text: str, font: Any, width: int) -> st
     return text + "…"
 
 
-def _to_uint8(px: np.ndarray) -> np.ndarray:
-    return np.rint(np.clip(px, 0.0, 1.0) * 255).astype(np.uint8)
-
-
 def draw_grid(sources: Sequence[Source], crops: Sequence[Crop], zoom: int = 1) -> np.ndarray:
     """The grid as (H,W,3) uint8: a label row, then per crop a caption and one cell per image
     (the crop magnified ``zoom`` times, nearest-neighbour); cells are left-aligned in columns as
@@ -303,7 +299,7 @@ def draw_grid(sources: Sequence[Source], crops: Sequence[Crop], zoom: int = 1) -
     for j, src in enumerate(sources):
         x0 = _PAD + j * (col + _PAD)
         draw.text((x0 + col // 2, _PAD + line // 2), _fit_text(draw, src.label, font, col), fill=_FG, font=font, anchor="mm")
-    pixels = [_to_uint8(s.canvas) for s in sources]
+    pixels = [io.quantise(s.canvas, 255) for s in sources]
     y0 = _PAD + line
     for i, c in enumerate(crops):
         diff = "" if c.difference is None else f"   difference {c.difference:.4f}"
@@ -483,11 +479,9 @@ def compare(paths: Sequence[str], output: str, *, labels: Sequence[str] = (), cr
     explicit = [parse_crop(c) for c in crops]
     if n_crops < 1 or crop_size < 1 or zoom < 1:
         raise UsageError("--crops, --crop-size and --zoom must be at least 1")
-    from realsr_cli.engine.api import check_not_input
-
     for p in paths:  # a comparison never replaces one of the images it compares
         try:
-            check_not_input(p, output)
+            io.check_not_input(p, output)
         except UsageError as exc:
             raise UsageError(exc.message, hint="choose another -o path") from None
     sources = load_sources(paths, labels, max_pixels=max_pixels)

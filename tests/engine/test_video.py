@@ -84,7 +84,7 @@ def expected(model, frame, options=api.UpscaleOptions()) -> np.ndarray:
     the same rounding."""
     image = io.ImageData(pixels=rgb(frame) / np.float32(255))
     out, _ = api.upscale_image(model, image, options)
-    return io._quantise(out.pixels, 255)
+    return io.quantise(out.pixels, 255)
 
 
 @pytest.fixture(scope="module")

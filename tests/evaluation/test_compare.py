@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from realsr_cli.engine import io
 from realsr_cli.errors import EXIT_USAGE, UsageError
@@ -159,7 +160,7 @@ def test_grid_size_and_cells_are_the_magnified_crops():
     assert grid.dtype == np.uint8 and grid.shape == (
         pad + line + (line + 8 * 3 + pad) + (line + 12 * 3 + pad), pad + 3 * (col + pad), 3)
     for j, s in enumerate(sources):  # the second row's cells, pixel for pixel
-        px = cmp._to_uint8(s.canvas)[20:32, 30:46]
+        px = io.quantise(s.canvas, 255)[20:32, 30:46]
         y0, x0 = pad + line + (line + 24 + pad) + line, pad + j * (col + pad)
         assert np.array_equal(grid[y0:y0 + 36, x0:x0 + 48], px.repeat(3, axis=0).repeat(3, axis=1))
     # the first row's narrower crop leaves the rest of its column as background; labels are drawn
@@ -189,3 +190,20 @@ def test_page_is_one_offline_file_with_a_slider():
     assert 'alt="a &lt;b&gt; &amp; &quot;c&quot;"' in page and "<b>" not in page
     assert page.count("<option") == 4 and '<option value="1" selected>two</option>' in page
     assert 'data-width="24" data-height="16"' in page
+
+
+def test_compare_runs_without_importing_torch(tmp_path):
+    """`realsr compare` is image work: it must not pay torch's import (a second or more)."""
+    import subprocess
+    import sys
+
+    for name in ("a", "b"):
+        Image.new("RGB", (16, 16), (10, 200, 30) if name == "a" else (10, 190, 40)).save(tmp_path / f"{name}.png")
+    code = ("import sys\n"
+            "from realsr_cli.evaluation.compare import compare\n"
+            f"compare([{str(tmp_path / 'a.png')!r}, {str(tmp_path / 'b.png')!r}], {str(tmp_path / 'c.png')!r},"
+            " crop_size=8)\n"
+            "print('torch' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False" and (tmp_path / "c.png").is_file()
