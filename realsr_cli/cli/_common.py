@@ -23,11 +23,12 @@ def load(
     depth_estimator: str = "auto",
 ) -> api.LoadedModel:
     from realsr_cli.engine import api
+    from realsr_cli.engine import device as devices
 
     if model and weights:
         raise UsageError("--model and --weights are exclusive", hint="give one of them")
     native = int(scale) if scale is not None and float(scale).is_integer() else None
-    return api.load_model(
+    loaded = api.load_model(
         weights or model,
         device=device,
         precision=precision,
@@ -36,6 +37,9 @@ def load(
         progress=view.bytes,
         depth_estimator=depth_estimator,
     )
+    if loaded.device.type == "cpu":  # large activations reuse freed memory (engine/device.py)
+        devices.tune_cpu_allocator()
+    return loaded
 
 
 def options(

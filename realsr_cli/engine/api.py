@@ -25,7 +25,7 @@ from realsr_cli import __version__
 from realsr_cli.engine import device as devices
 from realsr_cli.engine import io
 from realsr_cli.engine.io import check_not_input  # re-exported: the public API has always had it
-from realsr_cli.engine.model import LoadedModel
+from realsr_cli.engine.model import LoadedModel, set_dtype
 from realsr_cli.engine.runner import RunOptions, RunResult, run_model
 from realsr_cli.errors import ImageIOError, UsageError
 from realsr_cli.registry.capabilities import ManifestExtra, TileNotes, has
@@ -126,7 +126,8 @@ def load_model(
         precision = community.supported_precision(config, precision)
     dtype = devices.resolve_dtype(dev, precision, spec.half_ok, spec.cpu_bf16)
     net.eval().requires_grad_(False)
-    net.to(device=dev, dtype=dtype)
+    net.to(device=dev)
+    set_dtype(net, dtype)  # half precision keeps a model's deciding parts in fp32
     if spec.channels_last and dev.type == "cpu":  # once: the layout then stays through the network
         net.to(memory_format=torch.channels_last)
     return LoadedModel(

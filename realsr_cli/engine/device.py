@@ -1,7 +1,8 @@
 """The one device/dtype policy (STYLE §6): pick a device, pick a dtype, seed noise, spot OOM.
 
 * ``auto`` device = cuda, then mps, then cpu.
-* ``auto`` precision = fp16 on CUDA for architectures that allow half precision, fp32 elsewhere.
+* ``auto`` precision = fp16 on CUDA for architectures that allow half precision; bf16 on a CPU with
+  native bf16 for architectures measured safe there (``ArchSpec.cpu_bf16``); fp32 elsewhere.
   fp16 rather than bf16: it keeps 3 more mantissa bits (visible in 16-bit outputs), and the one
   thing bf16 would buy, fp32's range, is covered by the runner's per-tile fp32 redo of any tile that
   overflows to NaN/Inf. bf16 is available on request.
@@ -18,6 +19,7 @@ import gc
 import logging
 import os
 import secrets
+import sys
 
 import torch
 
@@ -36,6 +38,7 @@ __all__ = [
     "resolve_device",
     "resolve_dtype",
     "cpu_native_bf16",
+    "tune_cpu_allocator",
     "cpuinfo_field",
 ]
 
@@ -142,6 +145,42 @@ def cpuinfo_field(name: str) -> str | None:
 
 
 _CPU_BF16: bool | None = None
+_ALLOCATOR_TUNED: bool | None = None
+#: glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+
+
+def tune_cpu_allocator() -> bool:
+    """Keep freed CPU memory for reuse instead of returning it to the OS (glibc only; once).
+
+    glibc serves blocks above 32 MiB (every large activation) with a fresh ``mmap`` and unmaps them
+    on free, so each such tensor pays a page fault per 4 KiB page on first touch: elementwise ops
+    on large tensors ran 5-7x slower than on reused memory, the default model's 512-px x4 upscale
+    1.5x slower (docs/benchmarks.md, "CPU allocator"). ``mallopt(M_MMAP_MAX, 0)`` serves them from
+    the heap and a 2 GiB trim threshold keeps freed memory mapped; the cost is a higher peak RSS
+    (about 1.3x on the whole-image runs measured). The CLI calls this for CPU models; the Python
+    API leaves the process's allocator alone unless the caller asks. ``REALSR_MALLOC=system``
+    turns it off. Returns whether the settings are active.
+    """
+    global _ALLOCATOR_TUNED
+    if _ALLOCATOR_TUNED is not None:
+        return _ALLOCATOR_TUNED
+    _ALLOCATOR_TUNED = False
+    if os.environ.get("REALSR_MALLOC", "").strip().lower() == "system" or not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        ok = libc.mallopt(_M_MMAP_MAX, 0) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
+    except (OSError, AttributeError):
+        ok = False
+    _ALLOCATOR_TUNED = ok
+    log.debug("CPU allocator: heap-only, freed memory kept (%s)", "on" if ok else "unavailable")
+    return ok
 
 
 def resolve_dtype(

@@ -9,6 +9,46 @@ import torch
 from torch import Tensor, nn
 
 from realsr_cli.registry.archs import ArchSpec
+from realsr_cli.registry.capabilities import DecidingParts, has
+
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _cast_inputs(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """Forward pre-hook: floating tensor inputs -> the dtype of the module's own parameters."""
+    dtype = next(module.parameters(recurse=False)).dtype
+    if not any(isinstance(a, Tensor) and a.is_floating_point() and a.dtype != dtype for a in args):
+        return None
+    return tuple(a.to(dtype) if isinstance(a, Tensor) and a.is_floating_point() else a for a in args)
+
+
+def set_dtype(net: nn.Module, dtype: torch.dtype) -> None:
+    """Move ``net`` to ``dtype``; in fp16/bf16 a network with :class:`DecidingParts` keeps those
+    parts in fp32, so half precision never changes a discrete choice (FeMaSR's code indices).
+
+    Mixed networks get a pre-hook on every module that owns parameters, casting its floating
+    inputs to its parameters' dtype (added once; they read the dtype at each call, so switching
+    back to fp32 for a redo needs nothing else).
+    """
+    if dtype not in _HALF or not has(net, DecidingParts):
+        net.to(dtype)
+        if not has(net, DecidingParts):
+            return
+    else:  # never round the deciding parts through half precision: leave them untouched
+        keep = {id(m) for part in net.fp32_parts() for m in part.modules()}
+        for module in net.modules():
+            if id(module) in keep:
+                continue
+            for param in module.parameters(recurse=False):
+                param.data = param.data.to(dtype)
+            for name, buf in module.named_buffers(recurse=False):
+                if buf.is_floating_point():
+                    setattr(module, name, buf.to(dtype))
+    if not getattr(net, "_realsr_cast_hooks", False):
+        for module in net.modules():
+            if next(module.parameters(recurse=False), None) is not None:
+                module.register_forward_pre_hook(_cast_inputs)
+        net._realsr_cast_hooks = True  # type: ignore[assignment]
 
 
 @dataclass
@@ -59,17 +99,18 @@ class LoadedModel:
         """Run the whole image through the network at ``dtype`` (default: the model's)."""
         run_dtype = dtype or self.dtype
         src_device = lq.device
-        x = lq.to(self.device, run_dtype)
+        # a network with fp32 deciding parts takes fp32 input (its modules cast what they need)
+        x = lq.to(self.device, torch.float32 if has(self.net, DecidingParts) else run_dtype)
         if self.spec.channels_last and self.device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)
         if noise is not None:
             noise = noise.to(self.device, run_dtype)
         switched = run_dtype != self.dtype
         if switched:  # e.g. the fp32 redo of a half-precision tile that overflowed
-            self.net.to(run_dtype)
+            set_dtype(self.net, run_dtype)
         try:
             out = self.net.upscale(x, generator=generator, steps=steps, noise=noise)
         finally:
             if switched:
-                self.net.to(self.dtype)
+                set_dtype(self.net, self.dtype)
         return out.to(src_device, torch.float32)

@@ -99,6 +99,10 @@ def _femasr() -> ArchSpec:
         default_tile=192,
         default_overlap=16,
         half_ok=True,
+        # bf16 runs the shortcut stages and the decoder; the code indices are decided in fp32
+        # (DecidingParts), so they equal fp32's; measured in docs/benchmarks.md "CPU fast path"
+        cpu_bf16=True,
+        channels_last=True,
         whole_image_up_to=2.0,  # whole images up to 384 LR px (official code: whole images)
     )
 
@@ -121,6 +125,10 @@ def _ugtsr() -> ArchSpec:
         default_tile=192,
         default_overlap=16,
         half_ok=True,
+        # as FeMaSR, with the top-k fusion also kept in fp32: ugtsr-x4-cpu's codes equal fp32's on
+        # 68 real images, output 52.8 dB worst vs fp32 (docs/benchmarks.md "CPU fast path")
+        cpu_bf16=True,
+        channels_last=True,
         whole_image_up_to=2.0,  # whole images up to 384 LR px (official code: whole images)
     )
 

@@ -15,6 +15,7 @@ capability              what the engine/evaluation does with it        provided 
 ``DepthConditioned``    ``--depth-estimator``: swap its depth network   SSR
 ``CodebookMatching``    ``realsr eval --hr-prior``: code accuracy       FeMaSR, UGTSR
 ``ExportOverrides``     value-preserving settings while ONNX-tracing    FeMaSR, UGTSR
+``DecidingParts``       fp16/bf16 runs keep these modules in fp32       FeMaSR, UGTSR
 =====================  ==============================================  ====================
 """
 
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AuxiliaryMaps",
     "CodebookMatching",
+    "DecidingParts",
     "DepthConditioned",
     "ExportOverrides",
     "ManifestExtra",
@@ -85,6 +87,14 @@ class ExportOverrides(Protocol):
     def export_overrides(self) -> list[tuple[nn.Module, str, object]]:
         """(module, attribute, value) settings that make tracing size-independent without
         changing values; the exporter applies them and restores the originals afterwards."""
+
+
+@runtime_checkable
+class DecidingParts(Protocol):
+    def fp32_parts(self) -> list[nn.Module]:
+        """The modules that decide discrete choices (code indices, tokens). When the network runs in
+        fp16/bf16 the engine keeps these in fp32, so half precision never changes a choice; every
+        module then casts its floating inputs to its own parameters' dtype (``engine/model.py``)."""
 
 
 def has(net: object, capability: type) -> bool:

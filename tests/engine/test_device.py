@@ -228,7 +228,8 @@ def test_only_measured_architectures_may_run_bf16_on_the_cpu():
     from realsr_cli.registry.archs import ARCHITECTURES
 
     marked = {name for name, f in ARCHITECTURES.items() if f().cpu_bf16}
-    assert marked == {"bicres"}  # measured; FeMaSR flips 2% of its codes in bf16 (bench/gpu_check.py)
+    # measured (docs/benchmarks.md "CPU fast path"); FeMaSR only with its code decision kept in fp32
+    assert marked == {"bicres", "femasr", "ugtsr"}
     assert not any(f().cpu_bf16 and not f().half_ok for f in ARCHITECTURES.values())
 
 

@@ -34,6 +34,9 @@ ort = pytest.importorskip("onnxruntime", reason="ONNX export tests need onnxrunt
 onnx = pytest.importorskip("onnx", reason="ONNX export needs onnx (extra realsr[onnx])")
 pytest.importorskip("onnxscript", reason="the torch.export-based ONNX exporter needs onnxscript (extra realsr[onnx])")
 
+#: relative to the output's largest magnitude (at least 1), as the parity fixtures compare:
+#: the engine runs FeMaSR/UGTSR channels-last, whose convolutions sum in another order than the
+#: exported NCHW graph (1.3e-4 absolute on a 2.9-magnitude output)
 ATOL = 1e-4
 CONFIGS = Path(realsr_cli.__file__).parent / "configs"
 
@@ -67,7 +70,7 @@ def assert_matches(path, model, shape, seed=1):
     out = run_onnx(path, lq)
     assert out.shape == ref.shape
     diff = float(np.abs(out - ref).max())
-    assert diff <= ATOL, (shape, diff)
+    assert diff <= ATOL * max(1.0, float(np.abs(ref).max())), (shape, diff)
     return diff
 
 

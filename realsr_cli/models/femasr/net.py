@@ -287,6 +287,14 @@ class FeMaSRNet(nn.Module):
     def export_overrides(self) -> list[tuple[nn.Module, str, object]]:
         return tracing_overrides(self)
 
+    # DecidingParts: what the code indices depend on — the encoder up to the codebook-grid
+    # features (LQ stage: not its two UpBlock shortcut stages, which only feed the decoder), the
+    # projection and the codebook. The shortcuts and the decoder may run in half precision.
+    def fp32_parts(self) -> list[nn.Module]:
+        enc = self.multiscale_encoder
+        deciding = list(enc.blocks)[:-2] if enc.lq_stage else list(enc.blocks)
+        return [enc.in_conv, *deciding, self.before_quant_group, self.quantize_group]
+
     def pad_lq(self, lq: Tensor) -> Tensor:
         """Official ``test()`` padding: bottom/right by ``(h // m + 1) * m - h`` (1..m px), mirrored.
 

@@ -191,6 +191,10 @@ class UGTSRNet(FeMaSRNet):
         """Decoder G with shortcut fusion: (B,n_z,h,w) -> (B,3,2**max_depth h,...), unclamped."""
         return self.out_conv(self.decode_features(z_quant, shortcuts))
 
+    def fp32_parts(self) -> list[nn.Module]:
+        """FeMaSR's deciding parts plus the top-k fusion, which chooses the code UGTSR decodes."""
+        return super().fp32_parts() + ([self.fusion] if self.fusion is not None else [])
+
     # ------------------------------------------------------------------ passes
     def encode_and_decode(self, x: Tensor, *, uncertainty: bool = True) -> UGTSROutput:
         """One full pass on an input whose size is already valid (no padding, no crop).

@@ -1,0 +1,226 @@
+"""Ours vs the official code itself, side by side in one process, same weights and input.
+
+The official repositories are NOT part of this project: check them out in a folder of your own and
+name it with ``--official DIR`` or ``REALSR_OFFICIAL_DIR`` (``DIR/FeMaSR`` = chaofengc/FeMaSR at
+1ca4295). Their Python dependencies (``timm``) must be importable; the official ``basicsr``
+package is loaded without running its ``__init__`` (which imports its training stack: cv2, lmdb,
+...): only the architecture files and the registry they import are executed, unmodified.
+
+Per model and LR size:
+
+1. build the official network (released constructor, ``torch.manual_seed(0)`` default init),
+   save its state dict as an official ``.pth`` and convert it with ``api.convert_checkpoint``
+   (what ``realsr convert`` runs), then load ours with ``api.load_model`` in ``fp32`` and in
+   ``auto`` precision — exactly what ``realsr upscale`` runs;
+2. check before timing: ours fp32 vs official (max abs difference, share of identical code
+   indices), ours auto vs official;
+3. time interleaved (official, ours fp32, ours auto, repeated ``--repeat`` times; best of each),
+   whole image, under ``torch.inference_mode`` for ours and the official ``test()`` (its own
+   ``no_grad``) for theirs.
+
+Prints load average and CPU time / wall time per row (ratios are only comparable when CPU/wall is
+about the thread count, i.e. nothing else ran).
+
+    REALSR_OFFICIAL_DIR=/work/official python bench/bench_official.py --sizes 64 128 --repeat 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import types
+from pathlib import Path
+
+
+def official_module(root: Path, package: str, module: str) -> types.ModuleType:
+    """Import ``package.module`` (e.g. ``basicsr.archs.femasr_arch``) from the checkout ``root``
+    without executing the package ``__init__`` files: each parent package is an empty namespace
+    module whose ``__path__`` points at the checkout, so the file itself and what it imports run
+    unmodified."""
+    parts = f"{package}.{module}".split(".")
+    for i in range(1, len(parts)):
+        name = ".".join(parts[:i])
+        if name not in sys.modules:
+            pkg = types.ModuleType(name)
+            pkg.__path__ = [str(root.joinpath(*parts[:i]))]
+            sys.modules[name] = pkg
+    if "basicsr.utils" in sys.modules and not hasattr(sys.modules["basicsr.utils"], "get_root_logger"):
+        import logging
+
+        sys.modules["basicsr.utils"].get_root_logger = lambda *a, **k: logging.getLogger("basicsr")
+    full = ".".join(parts)
+    spec = importlib.util.spec_from_file_location(full, root.joinpath(*parts[:-1], parts[-1] + ".py"))
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"cannot import {full} from {root}")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[full] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def femasr_pair(root: Path, scale: int, tmp: Path, save: bool = True):
+    """(official net, its state dict saved as .pth path): released constructor, seeded init."""
+    import torch
+
+    from realsr_cli.registry.community import _torchvision_without_compiled_ops
+
+    _torchvision_without_compiled_ops()  # timm imports torchvision (see docs/cli.md, community)
+    arch = official_module(root / "FeMaSR", "basicsr", "archs.femasr_arch")
+    torch.manual_seed(0)
+    net = arch.FeMaSRNet(codebook_params=[[32, 1024, 512]], LQ_stage=True, scale_factor=scale).eval()
+    pth = tmp / f"femasr_x{scale}_official.pth"
+    if save:
+        torch.save({"params": net.state_dict()}, pth)
+    return net, pth
+
+
+def _worker(args: argparse.Namespace) -> None:
+    """One side in its own process (its own allocator state): reads ``SIZE`` lines, runs that LR
+    size (the first call per size also saves output and code indices), answers one JSON line."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    kind, tmp = args.worker, Path(args.tmp)
+    if kind == "official":
+        official, _ = femasr_pair(Path(args.official), args.scale, tmp, save=False)
+        official.load_state_dict(torch.load(tmp / f"femasr_x{args.scale}_official.pth")["params"])
+
+        def run(lq):
+            return official.test(lq)
+
+        def codes(lq):
+            return _codes_official(official, lq)
+    else:
+        from realsr_cli.engine import api
+        from realsr_cli.engine.device import tune_cpu_allocator
+        from realsr_cli.engine.runner import RunOptions, run_model
+
+        if not args.system_malloc:
+            tune_cpu_allocator()  # what the CLI does for a CPU model
+        model = api.load_model(str(tmp / "ours.safetensors"), device="cpu", precision=kind, offline=True)
+
+        def run(lq):
+            with torch.inference_mode():
+                return run_model(model, lq, RunOptions(tile=None)).sr
+
+        def codes(lq):
+            return _same_codes_input(model, lq)
+    saved: set[int] = set()
+    print(json.dumps({"ready": True, "dtype": "float32" if kind == "official" else str(model.dtype)[6:]}), flush=True)
+    for line in sys.stdin:
+        size = int(line)
+        lq = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(size))
+        c, t = time.process_time(), time.perf_counter()
+        out = run(lq)
+        wall, cpu = time.perf_counter() - t, time.process_time() - c
+        if size not in saved:
+            saved.add(size)
+            torch.save({"out": out, "codes": codes(lq)}, tmp / f"{kind}_{size}.pt")
+        print(json.dumps({"wall": wall, "cpu": cpu}), flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--official", type=Path, default=os.environ.get("REALSR_OFFICIAL_DIR"),
+                    help="folder holding the official checkouts (env REALSR_OFFICIAL_DIR)")
+    ap.add_argument("--models", nargs="*", default=["femasr"], choices=["femasr"])
+    ap.add_argument("--sizes", nargs="*", type=int, default=[64, 128])
+    ap.add_argument("--scale", type=int, default=4)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--system-malloc", action="store_true",
+                    help="ours too with glibc's default allocator (the CLI tunes it for CPU models)")
+    ap.add_argument("--worker", choices=["official", "fp32", "auto"], help=argparse.SUPPRESS)
+    ap.add_argument("--tmp", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if not args.official or not Path(args.official).is_dir():
+        raise SystemExit("name the official checkouts with --official DIR or REALSR_OFFICIAL_DIR")
+    if args.worker:
+        return _worker(args)
+
+    import torch
+
+    from realsr_cli.engine import api
+    from realsr_cli.engine.device import cpu_native_bf16
+
+    print(f"torch {torch.__version__}, {args.threads} threads, native bf16 {cpu_native_bf16()}, "
+          f"ours with {'the default' if args.system_malloc else 'the tuned (as the CLI)'} allocator, "
+          f"load average at start {os.getloadavg()[0]:.2f}")
+    rows = [("model", "LR", "path", "dtype", "wall s", "CPU/wall", "vs official", "max |d| vs official",
+             "same codes")]
+    with tempfile.TemporaryDirectory() as tmp_s:
+        tmp = Path(tmp_s)
+        _, pth = femasr_pair(Path(args.official), args.scale, tmp)
+        api.convert_checkpoint(pth, tmp / "ours.safetensors", arch="femasr", scale=args.scale)
+        base = [sys.executable, __file__, "--official", str(args.official), "--scale", str(args.scale),
+                "--threads", str(args.threads), "--tmp", tmp_s] + (["--system-malloc"] if args.system_malloc else [])
+        kinds = ("official", "fp32", "auto")
+        procs = {k: subprocess.Popen([*base, "--worker", k], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True) for k in kinds}
+        dtypes = {k: json.loads(procs[k].stdout.readline())["dtype"] for k in kinds}
+
+        def call(kind: str, size: int) -> tuple[float, float]:
+            procs[kind].stdin.write(f"{size}\n")
+            procs[kind].stdin.flush()
+            r = json.loads(procs[kind].stdout.readline())
+            return r["wall"], r["cpu"]
+
+        try:
+            for size in args.sizes:
+                for k in kinds:  # untimed first call: warm-up, saves output and codes
+                    call(k, size)
+                ref = torch.load(tmp / f"official_{size}.pt")
+                times: dict[str, list[tuple[float, float]]] = {k: [] for k in kinds}
+                for _ in range(args.repeat):  # interleaved, one process per side
+                    for k in kinds:
+                        times[k].append(call(k, size))
+                best = {k: min(v) for k, v in times.items()}
+                t_off = best["official"][0]
+                rows.append(("femasr", str(size), "official", "float32", f"{t_off:.3f}",
+                             f"{best['official'][1] / t_off:.2f}", "1.00x", "-", "-"))
+                for k in kinds[1:]:
+                    got = torch.load(tmp / f"{k}_{size}.pt")
+                    d = float((got["out"] - ref["out"]).abs().max())
+                    same = float((got["codes"] == ref["codes"]).float().mean())
+                    t, c = best[k]
+                    rows.append(("femasr", str(size), f"ours {k}", dtypes[k], f"{t:.3f}", f"{c / t:.2f}",
+                                 f"**{t_off / t:.2f}x**", f"{d:.1e}", f"{same:.4f}"))
+        finally:
+            for p in procs.values():
+                p.stdin.close()
+                p.wait()
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |")
+    print(f"load average at end {os.getloadavg()[0]:.2f}")
+
+
+def _codes_official(net, lq):
+    """The official code indices for ``lq`` (its own padding and encoder)."""
+    import torch
+
+    with torch.no_grad():
+        wsz = 8 // net.scale_factor * 8
+        h, w = lq.shape[-2:]
+        x = torch.cat([lq, torch.flip(lq, [2])], 2)[:, :, : h + (h // wsz + 1) * wsz - h, :]
+        x = torch.cat([x, torch.flip(x, [3])], 3)[:, :, :, : w + (w // wsz + 1) * wsz - w]
+        return net.encode_and_decode(x)[3][0].flatten()
+
+
+def _same_codes_input(model, lq):
+    """Our code indices for ``lq``, fed as the engine feeds it (fp32, the model's layout)."""
+    import torch
+
+    x = lq.contiguous(memory_format=torch.channels_last) if model.spec.channels_last else lq
+    with torch.inference_mode():
+        return model.net.encode_and_decode(model.net.pad_lq(x)).indices.flatten()
+
+
+if __name__ == "__main__":
+    main()
