@@ -51,11 +51,14 @@ def main() -> None:
         """The model as the engine loads it (bf16 keeps a model's deciding parts in fp32), in the
         layout asked for whatever its ``ArchSpec.channels_last`` says (that is what is measured)."""
         m = api.load_model(args.model, device="cpu", precision=precision, offline=True)
-        m.net.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        m.net.to(memory_format=fmt)
         m.spec = dataclasses.replace(m.spec, channels_last=channels_last)
-        return m
+        run = lambda x: m(x.contiguous(memory_format=fmt))  # noqa: E731
+        run.net = m.net
+        return run
 
-    base = load("fp32", False)
+    base = api.load_model(args.model, device="cpu", precision="fp32", offline=True)
     layouts = [("fp32 NCHW", "fp32", False), ("fp32 channels-last", "fp32", True)]
     if cpu_native_bf16():
         layouts.append(("bf16 channels-last", "bf16", True))
@@ -87,7 +90,7 @@ def main() -> None:
 
     if args.images and cpu_native_bf16():
         fp32, bf16 = models["fp32 channels-last"], models["bf16 channels-last"]
-        codes = has(fp32.net, CodebookMatching)
+        codes = has(fp32.net, CodebookMatching)  # (fp32/bf16 are the channels-last runners)
         worst, psnrs, maxdiff, same, total = math.inf, [], 0, 0, 0
         for path in sorted(args.images.glob("*.png")):
             img = read_image(path).pixels

@@ -128,9 +128,7 @@ def load_model(
     net.eval().requires_grad_(False)
     net.to(device=dev)
     set_dtype(net, dtype)  # half precision keeps a model's deciding parts in fp32
-    if spec.channels_last and dev.type == "cpu":  # once: the layout then stays through the network
-        net.to(memory_format=torch.channels_last)
-    return LoadedModel(
+    model = LoadedModel(
         spec=spec,
         config=config,
         net=net,
@@ -142,6 +140,9 @@ def load_model(
         metadata=loader.read_metadata(path) if ours else {},
         notes=(depth_note,) if depth_note else (),
     )
+    if model.channels_last:  # once: the layout then stays through the network
+        net.to(memory_format=torch.channels_last)
+    return model
 
 
 def convert_checkpoint(

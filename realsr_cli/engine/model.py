@@ -83,6 +83,14 @@ class LoadedModel:
         return self.spec.name
 
     @property
+    def channels_last(self) -> bool:
+        """Weights and activations channels-last: CPU half precision only. In fp32, oneDNN's
+        channels-last convolutions sum in a thread-count-dependent order (last-bit differences
+        between 1 and 2 threads), while NCHW gives the same bits on any thread count — which
+        ``--precision fp32``'s exactness (and torchrun shards equal to one process) relies on."""
+        return self.spec.channels_last and self.device.type == "cpu" and self.dtype in _HALF
+
+    @property
     def scale(self) -> int:
         return int(self.spec.scale_of(self.config))
 
@@ -101,7 +109,7 @@ class LoadedModel:
         src_device = lq.device
         # a network with fp32 deciding parts takes fp32 input (its modules cast what they need)
         x = lq.to(self.device, torch.float32 if has(self.net, DecidingParts) else run_dtype)
-        if self.spec.channels_last and self.device.type == "cpu":
+        if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         if noise is not None:
             noise = noise.to(self.device, run_dtype)

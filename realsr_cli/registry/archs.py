@@ -53,9 +53,9 @@ class ArchSpec:
     #: ``--precision auto`` may pick bf16 on a CPU with native bf16: set only where measured safe
     #: (output PSNR vs fp32 and code/token agreement, docs/benchmarks.md "CPU fast path")
     cpu_bf16: bool = False
-    #: a convolutional network that runs faster with channels-last weights and activations on
-    #: the CPU (the engine converts the net once and feeds channels-last inputs; values equal NCHW
-    #: to float tolerance)
+    #: a convolutional network that runs faster with channels-last weights and activations in
+    #: half precision on the CPU (the engine converts the net once and feeds channels-last inputs;
+    #: values equal NCHW to float tolerance). fp32 stays NCHW: thread-count-independent bits
     channels_last: bool = False
     #: output depends on random noise (seed/steps matter)
     stochastic: bool = False

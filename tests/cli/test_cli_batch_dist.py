@@ -73,7 +73,9 @@ def _same_pixels(a: Path, b: Path) -> bool:
 
 def test_torchrun_two_ranks_match_one_process_and_resume(tmp_path, femasr_weights):
     src = _inputs(tmp_path / "in")
-    common = ["-r", "--weights", str(femasr_weights), "--tile", "0"]
+    # fp32: bf16 (auto on a CPU with native bf16) depends on the thread count, and each rank
+    # runs with fewer threads than one process (docs/cli.md, "Many GPUs / many machines")
+    common = ["-r", "--weights", str(femasr_weights), "--tile", "0", "--precision", "fp32"]
     single = run_cli(["batch", str(src), str(tmp_path / "one"), *common, "--json"])
     assert single.code == 6, single.stderr
     one = json.loads(single.stdout)

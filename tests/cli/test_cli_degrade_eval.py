@@ -135,7 +135,9 @@ def _eval(weights: Path, lq: Path, hq: Path, *extra: str):
 def test_eval_psnr_ssim_match_the_metrics_on_the_saved_images(tiny_weights, pairs, tmp_path):
     lq, hq = pairs
     save = tmp_path / "sr"
-    res = _eval(tiny_weights[0], lq, hq, "--save-dir", str(save), "--json")
+    # fp32 on both sides: the API call below must give the CLI's bits (bf16, which auto may pick
+    # on this CPU, depends on the thread count)
+    res = _eval(tiny_weights[0], lq, hq, "--save-dir", str(save), "--json", "--precision", "fp32")
     assert res.code == 0, res.stderr
     report = json.loads(res.stdout)
     assert report["crop_border"] == 2 and report["scale"] == 2 and report["count"] == 2
@@ -151,7 +153,7 @@ def test_eval_psnr_ssim_match_the_metrics_on_the_saved_images(tiny_weights, pair
     mean = report["mean"]
     assert mean["psnr"] == pytest.approx(np.mean([i["psnr"] for i in report["images"]]))
     # the same through the Python API directly (no saved file involved)
-    model = api.load_model(tiny_weights[0], device="cpu")
+    model = api.load_model(tiny_weights[0], device="cpu", precision="fp32")
     out, _ = api.upscale_image(model, io.read_image(lq / "x.png"), api.UpscaleOptions(tile=0))
     t = torch.from_numpy(out.pixels).permute(2, 0, 1)[None]
     h = torch.from_numpy(io.read_image(hq / "x.png").pixels).permute(2, 0, 1)[None]

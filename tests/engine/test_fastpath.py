@@ -90,14 +90,31 @@ def test_ugtsr_keeps_its_fusion_in_fp32():
 def test_femasr_channels_last_equals_nchw(femasr_file):
     path, fx = femasr_file
     model = api.load_model(str(path), device="cpu", precision="fp32")
-    assert model.spec.channels_last
-    assert model.net.out_conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert model.spec.channels_last and not model.channels_last  # fp32: NCHW
     lq = torch.rand(1, 3, 27, 35, generator=torch.Generator().manual_seed(2))
-    fast = run_model(model, lq, RunOptions(tile=0)).sr
-    model.net.to(memory_format=torch.contiguous_format)
-    with torch.inference_mode():
-        plain = model.net.upscale(lq)  # NCHW weights and input
+    plain = run_model(model, lq, RunOptions(tile=0)).sr
+    model.net.to(memory_format=torch.channels_last)
+    fast = model(lq.contiguous(memory_format=torch.channels_last))
     torch.testing.assert_close(fast, plain, atol=1e-4, rtol=1e-4)
+    bf16 = api.load_model(str(path), device="cpu", precision="bf16")
+    assert bf16.channels_last and bf16.net.out_conv.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_fp32_gives_the_same_bits_on_any_thread_count(femasr_file):
+    """`--precision fp32` is exact: the same output on 1 and 2 threads (torchrun ranks run with
+    fewer threads than one process; their shards must equal one process's images)."""
+    path, _ = femasr_file
+    model = api.load_model(str(path), device="cpu", precision="fp32")
+    lq = torch.rand(1, 3, 12, 16, generator=torch.Generator().manual_seed(0))
+    threads = torch.get_num_threads()
+    try:
+        outs = []
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            outs.append(run_model(model, lq, RunOptions(tile=0)).sr)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(outs[0], outs[1])
 
 
 @pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
