@@ -1,11 +1,11 @@
 """Run a loaded model over one image: auto tile size, OOM halving, fp32 redo of overflowed tiles.
 
 Auto tile. Activation memory is estimated as ``ACTIVATION_BYTES x (tile*scale)^2 x batch`` (fp32
-bytes per output pixel, one generous figure for every architecture), scaled by the dtype's size
-relative to fp32. The tile is the largest multiple of ``spec.tile_multiple`` up to ``spec.default_tile`` whose
-estimate fits in ``MEMORY_FRACTION`` of the free memory (device memory on CUDA/MPS, available RAM on
-CPU); the whole image runs in one piece when it fits within that bound (and, for architectures
-that run any size, up to ``spec.whole_image_up_to`` times ``default_tile`` per side).
+bytes per output pixel: the architecture's measured ``spec.activation_bytes``, else one generous
+figure), scaled by the dtype's size relative to fp32. The whole image runs in one piece when its
+estimate fits in ``MEMORY_FRACTION`` of the free memory (device memory on CUDA/MPS, available RAM
+on CPU) and its sides are within ``spec.default_tile`` x ``spec.whole_image_up_to``; otherwise the
+fewest tiles that fit, each as small as that number allows (:func:`auto_tile`).
 
 OOM. On an out-of-memory error the tile is halved (cache emptied) and the image is redone, down to
 ``min_tile``; below that, :class:`~realsr_cli.errors.OutOfMemoryError` (exit 5). An explicit
@@ -103,7 +103,7 @@ class RunResult:
 
 def _bytes_per_output_pixel(model: LoadedModel) -> float:
     itemsize = torch.empty((), dtype=model.dtype).element_size()
-    return float(ACTIVATION_BYTES) * itemsize / 4
+    return float(model.spec.activation_bytes or ACTIVATION_BYTES) * itemsize / 4
 
 
 def estimate_bytes(model: LoadedModel, h: int, w: int, batch: int = 1) -> float:
@@ -117,22 +117,34 @@ def _min_tile(model: LoadedModel) -> int:
     return min(floor, max(m, model.spec.default_tile))  # never above the model's own patch cap
 
 
-def auto_tile(model: LoadedModel, height: int, width: int, batch: int = 1) -> int:
-    """The tile side for ``tile=None``: 0 (whole image) when it fits, else the largest fitting
-    multiple of ``spec.tile_multiple`` within ``[min tile, spec.default_tile]``."""
+def auto_tile(model: LoadedModel, height: int, width: int, batch: int = 1, overlap: int | None = None) -> int:
+    """The tile side for ``tile=None``: 0 (whole image) when it fits, else the fewest tiles that fit.
+
+    The cap is ``spec.default_tile`` times ``spec.whole_image_up_to`` (the whole-image bound; a
+    hard cap where that is 1.0). The largest fitting side (a multiple of ``spec.tile_multiple``
+    within ``[min tile, cap]``) sets how many tiles the longer side needs; the side is then shrunk
+    to the smallest that still covers it with that many tiles and ``overlap`` (default: the
+    architecture's), so no tile is mostly overlap and no work is spent on a nearly empty last row.
+    """
     spec = model.spec
     budget = devices.free_memory_bytes(model.device) * MEMORY_FRACTION
     cap = spec.default_tile
     if budget <= 0:  # unknown free memory: trust the architecture's default
         log.debug("free memory unknown on %s; auto tile = default %d", model.device, cap)
         return 0 if max(height, width) <= cap else cap
-    whole_cap = cap * max(1.0, getattr(spec, "whole_image_up_to", 1.0))
+    whole_cap = int(cap * max(1.0, spec.whole_image_up_to))
     if max(height, width) <= whole_cap and estimate_bytes(model, height, width) <= budget:
         return 0
     side = int(math.sqrt(budget / _bytes_per_output_pixel(model) / model.scale**2 / batch))
     m = max(1, spec.tile_multiple)
-    side = min(side // m * m, cap // m * m or m)
-    side = max(side, _min_tile(model))
+    floor = _min_tile(model)
+    side = max(min(side // m * m, whole_cap // m * m or m), floor)
+    ov = spec.default_overlap if overlap is None else overlap
+    longest = max(height, width)
+    if ov < side < longest:  # balance: the same number of tiles, each as small as that allows
+        n = math.ceil((longest - ov) / (side - ov))
+        even = math.ceil((longest + (n - 1) * ov) / n)
+        side = max(floor, min(side, math.ceil(even / m) * m))
     log.debug("auto tile %d (budget %.0f MiB on %s)", side, budget / 2**20, model.device)
     return side
 
@@ -250,7 +262,7 @@ def _run_once(model: LoadedModel, lq: Tensor, options: RunOptions, progress: Pro
     if not spec.tileable or options.tile == 0:
         tile = 0
     elif options.tile is None:
-        tile = auto_tile(model, height, width, options.tile_batch)
+        tile = auto_tile(model, height, width, options.tile_batch, options.tile_overlap)
     else:
         m = max(1, spec.tile_multiple)
         tile = max(m, options.tile // m * m)  # the tiler's grid; report what actually runs

@@ -57,6 +57,9 @@ class ArchSpec:
     #: half precision on the CPU (the engine converts the net once and feeds channels-last inputs;
     #: values equal NCHW to float tolerance). fp32 stays NCHW: thread-count-independent bits
     channels_last: bool = False
+    #: fp32 activation bytes per output pixel for ``--tile auto``'s memory estimate (None: the
+    #: engine's generous default, ``runner.ACTIVATION_BYTES``); set from a measured peak
+    activation_bytes: int | None = None
     #: output depends on random noise (seed/steps matter)
     stochastic: bool = False
     #: number of official checkpoint files convert_checkpoint expects (UPSR: denoiser + g)
@@ -94,7 +97,9 @@ def _femasr() -> ArchSpec:
         infer_config=femasr.config_from_state_dict,
         convert_official=femasr.convert_official_state_dict,
         scale_of=lambda cfg: cfg.scale,
-        tile_multiple=16,  # x4 pads to multiples of 16 LR px (x2: 32); any tile works
+        # tiles on the 16-px grid keep the stride-2 encoder and the Swin windows in phase with
+        # the whole image (an off-grid tile changes codes: 30 dB from untiled instead of 56 dB)
+        tile_multiple=16,
         min_size=1,
         default_tile=192,
         default_overlap=16,
@@ -103,7 +108,9 @@ def _femasr() -> ArchSpec:
         # (DecidingParts), so they equal fp32's; measured in docs/benchmarks.md "CPU fast path"
         cpu_bf16=True,
         channels_last=True,
-        whole_image_up_to=2.0,  # whole images up to 384 LR px (official code: whole images)
+        # whole images (and auto tiles) up to 600 LR px per side when memory allows, like the
+        # official inference script (whole images below 600x600, its --max_size)
+        whole_image_up_to=3.125,
     )
 
 
@@ -129,7 +136,9 @@ def _ugtsr() -> ArchSpec:
         # 68 real images, output 52.8 dB worst vs fp32 (docs/benchmarks.md "CPU fast path")
         cpu_bf16=True,
         channels_last=True,
-        whole_image_up_to=2.0,  # whole images up to 384 LR px (official code: whole images)
+        # whole images (and auto tiles) up to 600 LR px per side when memory allows, like the
+        # official inference script (whole images below 600x600, its --max_size)
+        whole_image_up_to=3.125,
     )
 
 
@@ -227,6 +236,9 @@ def _bicres() -> ArchSpec:
         # safe); 2.5x over fp32 NCHW (bench/bench_cpu_fastpath.py, docs/benchmarks.md)
         cpu_bf16=True,
         whole_image_up_to=4.0,  # cheap activations: whole images up to 2048 LR px when memory allows
+        # measured peak above the loaded model: 76 B per output px in fp32, 48 in bf16 (1024 px LR,
+        # glibc default allocator; up to 1.5x that with the CLI's allocator setting)
+        activation_bytes=128,
     )
 
 

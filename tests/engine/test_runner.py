@@ -159,11 +159,42 @@ def test_auto_runs_whole_images_up_to_the_declared_multiple_of_the_tile(monkeypa
     res = run_model(loaded(net, default_tile=32, tile_multiple=8, whole_image_up_to=2.0), image(60, 50))
     assert (res.tile, res.tiles) == (0, 1) and net.calls == [(60, 50)]
     wide = loaded(LocalNet(), default_tile=32, tile_multiple=8, whole_image_up_to=2.0)
-    assert runner.auto_tile(wide, 65, 20) == 32  # beyond 2 x 32: tiles again
+    # beyond 2 x 32: tiles again, up to that cap (64) and balanced: two tiles of 48 cover 65 with
+    # the 16-px overlap (ceil((65 + 16) / 2) = 41 -> the 8-px grid)
+    assert runner.auto_tile(wide, 65, 20) == 48
     assert runner.auto_tile(loaded(LocalNet(), default_tile=32, tile_multiple=8), 60, 50) == 32
     budget = runner.estimate_bytes(wide, 40, 40) / runner.MEMORY_FRACTION
     monkeypatch.setattr(devices, "free_memory_bytes", lambda d: int(budget) + 1)
-    assert runner.auto_tile(wide, 60, 50) == 32  # does not fit: the usual largest fitting tile
+    assert runner.auto_tile(wide, 60, 50) == 40  # does not fit whole: the largest fitting tile (40)
+
+
+@pytest.mark.parametrize(
+    ("size", "free_mib", "expected"),
+    [
+        (512, 2**20, 0),  # whole image (<= 600 px per side and fits)
+        (700, 2**20, 368),  # two tiles per side: ceil((700 + 16) / 2) = 358 -> 368 (16-px grid)
+        (1024, 2**20, 528),  # two per side instead of six of 192: ceil(1040 / 2) = 520 -> 528
+        (1024, 4096, 272),  # 4 GiB free: 272 fits -> four per side, ceil(1072 / 4) = 268 -> 272
+        (300, 512, 96),  # 512 MiB free: 96 fits -> four per side, ceil(348 / 4) = 87 -> 96
+    ],
+)
+def test_auto_tile_policy_for_femasr_sizes(monkeypatch, size, free_mib, expected):
+    """Issue 15: the fewest tiles that fit, balanced; FeMaSR x4's spec (16-px grid, 16-px overlap,
+    whole images up to 600 px), fp32, its 2048 B/px estimate. (Tiles stay on the 16-px grid: a
+    tile one pixel below it would be padded less, but its start would shift the stride-2 encoder's
+    and the Swin windows' phase against the whole image, and the codes with it — measured, 30 dB
+    from the untiled output instead of 56 dB.)"""
+    import dataclasses
+
+    from realsr_cli.registry.archs import get_arch
+
+    spec = get_arch("femasr")
+    keep = ("tile_multiple", "default_tile", "default_overlap", "whole_image_up_to", "activation_bytes", "min_size")
+    model = loaded(LocalNet(), **{f.name: getattr(spec, f.name) for f in dataclasses.fields(spec) if f.name in keep})
+    model = dataclasses.replace(model, config=FakeConfig(scale=4))
+    assert model.scale == 4
+    monkeypatch.setattr(devices, "free_memory_bytes", lambda d: free_mib * 2**20)
+    assert runner.auto_tile(model, size, size) == expected
 
 
 def test_auto_tile_follows_free_memory(monkeypatch):
