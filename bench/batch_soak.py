@@ -28,12 +28,12 @@ import numpy as np
 from PIL import Image
 
 
-def make_images(folder: Path, count: int, seed: int = 0) -> list[Path]:
+def make_images(folder: Path, count: int, seed: int = 0, sizes: tuple[int, int] = (48, 160)) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     paths = []
     for i in range(count):
-        w, h = (int(v) for v in rng.integers(48, 161, 2))
+        w, h = (int(v) for v in rng.integers(sizes[0], sizes[1] + 1, 2))
         yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
         base = np.stack([xx, yy, (xx + yy) / 2], -1) * rng.uniform(0.3, 1.0, 3)
         for _ in range(3):  # a few edges and blobs
@@ -69,6 +69,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--count", type=int, default=2000)
+    ap.add_argument("--sizes", type=int, nargs=2, default=(48, 160), metavar=("MIN", "MAX"),
+                    help="image sides drawn from MIN..MAX (equal: one size for every image)")
     ap.add_argument("--every", type=float, default=0.5)
     ap.add_argument("--max-growth", type=float, default=50.0, help="MiB of RSS growth allowed from 25%% of the images to the end")
     args = ap.parse_args()
@@ -76,7 +78,7 @@ def main() -> int:
         shutil.rmtree(args.out)
     src, dst = args.out / "in", args.out / "out"
     t0 = time.time()
-    inputs = make_images(src, args.count)
+    inputs = make_images(src, args.count, sizes=tuple(args.sizes))
     print(f"{len(inputs)} inputs written in {time.time() - t0:.1f}s", flush=True)
 
     cmd = [sys.executable, "-m", "realsr_cli", "batch", str(src), str(dst), "--device", "cpu",
