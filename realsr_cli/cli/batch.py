@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -31,7 +33,6 @@ from realsr_cli.cli._options import (
     TtaOpt,
     WeightsOpt,
 )
-from realsr_cli.errors import EXIT_BATCH_FAILURES, EXIT_INTERRUPTED
 
 if TYPE_CHECKING:
     from realsr_cli.engine import batch as engine_batch
@@ -81,58 +82,63 @@ def batch(
 
       torchrun --nproc-per-node 4 -m realsr_cli batch ./photos ./photos_x4 --skip-existing --json
     """
-    from realsr_cli.engine import api
-    from realsr_cli.engine import batch as engine_batch
-    from realsr_cli.engine import distributed as engine_dist
+    from realsr_cli.engine import folder
 
     opts = _common.options(
         scale=scale, tile=tile, tile_overlap=tile_overlap, tile_batch=tile_batch, seed=seed, steps=steps,
         alpha=alpha.value, bit_depth=bit_depth, quality=quality, fmt=fmt, max_pixels=max_pixels, tta=tta,
     )
-    jobs = engine_batch.plan(
-        in_dir, out_dir, recursive=recursive, pattern=glob, fmt=fmt, aux_dir=save_aux
+    events = _Events(in_dir, recursive, json_out)
+
+    def load(dev: str):
+        return _common.load(model, weights, scale, dev, precision.value, offline, events.view, depth_estimator)
+
+    result = folder.upscale_folder(
+        in_dir, out_dir, load, opts, recursive=recursive, pattern=glob, fmt=fmt, aux_dir=save_aux,
+        skip_existing=skip_existing, device=device, events=events, download_once_per_node=weights is None,
     )
-    if jobs:
-        engine_batch.check_out_dir(out_dir)  # before the model loads and any image is computed
-    with engine_dist.process_group(device) as (rank, dev), engine_dist.sigterm_as_interrupt():
-        say = _output.info if rank.is_main else _quiet
-        tag = f"rank {rank.rank}: " if rank.enabled else ""
-        mine = engine_batch.share(jobs, rank)
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)  # the same code on every rank
+
+
+class _Events:
+    """The CLI's face of :func:`realsr_cli.engine.folder.upscale_folder`: progress and messages on
+    rank 0 (warnings on every rank, tagged with it), the summary and its error line at the end."""
+
+    def __init__(self, in_dir: str, recursive: bool, json_out: bool) -> None:
+        self.in_dir, self.recursive, self.json_out = in_dir, recursive, json_out
+        self.say, self.tag = _output.info, ""
+
+    @contextmanager
+    def session(self, rank) -> Iterator[None]:
+        if not rank.is_main:
+            self.say = _quiet
+        self.tag = f"rank {rank.rank}: " if rank.enabled else ""
+        with _output.progress(enabled=rank.is_main) as self.view:  # load() reports download bytes to it
+            yield
+
+    def loaded(self, m, rank, jobs, mine) -> None:
         if not jobs and rank.is_main:
-            _output.warn(f"no images found in {in_dir}" + ("" if recursive else " (use --recursive for sub-folders)"))
-        with _output.progress(enabled=rank.is_main) as view:
-            with engine_dist.local_main_first(rank, enabled=weights is None):  # one download per node
-                m = _common.load(model, weights, scale, str(dev), precision.value, offline, view,
-                                 depth_estimator)
-            if save_aux is not None:
-                api.check_aux(m, save_aux)
-            ranks = f" on {rank.world_size} ranks" if rank.enabled else ""
-            say(f"model: {_common.describe(m)}; {len(jobs)} image(s){ranks}")
-            view.images(len(mine))
+            _output.warn(f"no images found in {self.in_dir}" + ("" if self.recursive else " (use --recursive for sub-folders)"))
+        ranks = f" on {rank.world_size} ranks" if rank.enabled else ""
+        self.say(f"model: {_common.describe(m)}; {len(jobs)} image(s){ranks}")
+        self.view.images(len(mine))
 
-            def done(job, report, error):
-                view.reset_tiles()
-                view.advance_image(job.src.name)
-                if error:
-                    _output.warn(f"{tag}{job.src}: {error}")
-                elif report is None:
-                    say(f"skipped {job.src} (output exists)")
-                else:
-                    say(f"{job.src} -> {job.dst} ({report.seconds:.1f}s)")
+    def done(self, job, report, error) -> None:
+        self.view.reset_tiles()
+        self.view.advance_image(job.src.name)
+        if error:
+            _output.warn(f"{self.tag}{job.src}: {error}")
+        elif report is None:
+            self.say(f"skipped {job.src} (output exists)")
+        else:
+            self.say(f"{job.src} -> {job.dst} ({report.seconds:.1f}s)")
 
-            part = engine_batch.run(m, mine, opts, skip_existing=skip_existing, on_done=done,
-                                    progress=view.tiles, stop_on_interrupt=True, rank=rank.rank)
-        summary = engine_batch.gather(part, jobs)
-        failed, interrupted = engine_batch.outcome(part)
-        if summary is not None:
-            _report(summary, json_out)
-        # Every rank waits until rank 0's report (JSON, summary, error line) is out: torchrun
-        # SIGTERMs the remaining ranks as soon as one exits non-zero, which used to cut rank 0
-        # off before it had printed anything.
-        engine_dist.barrier()
-    code = EXIT_INTERRUPTED if interrupted else EXIT_BATCH_FAILURES if failed else 0
-    if code:
-        raise typer.Exit(code)  # the same code on every rank (engine_batch.outcome)
+    def tiles(self, done: int, total: int) -> None:
+        self.view.tiles(done, total)
+
+    def summary(self, summary) -> None:
+        _report(summary, self.json_out)
 
 
 def _quiet(message: str) -> None:

@@ -281,3 +281,44 @@ def test_two_gloo_ranks_gather_and_refuse_different_plans(tmp_path):
     assert [r["outcome"] for r in results] == [(1, True), (1, True)]  # every rank exits with one code
     for r in results:
         assert "rank 0: 2, rank 1: 3" in r["error"]
+
+
+def test_upscale_folder_is_the_batch_command_as_a_library_call(tmp_path):
+    """Issue 14: the Python API does what `realsr batch` does (plan, out-dir check, load on this
+    rank's device, run past a bad file, summary, exit code), with the caller's hooks."""
+    import realsr_cli
+    from realsr_cli.engine.folder import FolderEvents
+
+    src = tmp_path / "in"
+    src.mkdir()
+    _png(src / "a.png", 1)
+    _png(src / "b.png", 2)
+    (src / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    seen: dict[str, list] = {"loaded": [], "done": [], "summary": []}
+
+    class Events(FolderEvents):
+        def loaded(self, model, rank, jobs, mine):
+            seen["loaded"].append((rank.is_main, len(jobs), len(mine)))
+
+        def done(self, job, report, error):
+            seen["done"].append((job.src.name, error is None))
+
+        def summary(self, summary):
+            seen["summary"].append(summary.done)
+
+    devices: list[str] = []
+
+    def load(dev: str):
+        devices.append(dev)
+        return loaded(LocalNet())
+
+    result = realsr_cli.upscale_folder(src, tmp_path / "out", load, api.UpscaleOptions(tile=0),
+                                       device="cpu", events=Events())
+    assert devices == ["cpu"] and seen["loaded"] == [(True, 3, 3)]
+    assert sorted(seen["done"]) == [("a.png", True), ("b.png", True), ("bad.png", False)]
+    assert result.exit_code == 6 and result.summary is not None and seen["summary"] == [2]
+    assert result.summary.done == 2 and len(result.summary.failed) == 1
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.png"]
+    again = realsr_cli.upscale_folder(src, tmp_path / "out", load, api.UpscaleOptions(tile=0),
+                                      device="cpu", skip_existing=True)
+    assert again.summary is not None and again.summary.skipped == 2 and again.exit_code == 6
