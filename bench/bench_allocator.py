@@ -16,6 +16,8 @@ import subprocess
 import sys
 import time
 
+from _table import print_table  # bench/_table.py (scripts run as python bench/NAME.py)
+
 TAG = "ALLOC_RESULT "
 
 
@@ -77,9 +79,7 @@ def main() -> None:
             rows.append((model_id, f"{precision} ({r['dtype']})", size, f"{r['tile']} ({r['tiles']})",
                          "glibc default" if mode else "tuned (CLI)", f"{r['wall']:.3f}",
                          f"{base['wall'] / r['wall']:.2f}x", f"{r['hwm']:.0f}", f"{r['hwm'] / base['hwm']:.2f}x"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |")
+    print_table(rows)
     print(f"load average at end {os.getloadavg()[0]:.2f}")
 
 

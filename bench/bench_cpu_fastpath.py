@@ -24,6 +24,8 @@ import os
 import time
 from pathlib import Path
 
+from _table import print_table  # bench/_table.py (scripts run as python bench/NAME.py)
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -84,9 +86,7 @@ def main() -> None:
             ref_t = ref_t or best
             rows.append((str(size), name, f"{best:.3f}", f"{cpu / best:.2f}",
                          f"{(size * base.scale) ** 2 / 1e6 / best:.2f}", f"{ref_t / best:.2f}x"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |")
+    print_table(rows)
 
     if args.images and cpu_native_bf16():
         fp32, bf16 = models["fp32 channels-last"], models["bf16 channels-last"]

@@ -18,6 +18,8 @@ import argparse
 import os
 import time
 
+from _table import print_table  # bench/_table.py (scripts run as python bench/NAME.py)
+
 TARGET_MP_S = 1.0
 
 
@@ -78,9 +80,7 @@ def main() -> None:
         bic, cpu, _ = _best(lambda img=img, side=side: resize(img, (side, side), filter="bicubic"), args.repeat)
         rows.append(("bicubic (OpenCV)", str(size), "-", f"{bic:.4f}", f"{cpu / bic:.2f}",
                      f"{side * side / 1e6 / bic:.1f}", f"{side * side / 1e6 / bic / TARGET_MP_S:.0f}x", "1x"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    for r in rows:
-        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |")
+    print_table(rows)
     print(f"load average {os.getloadavg()[0]:.2f} (1 min) after the run")
 
 

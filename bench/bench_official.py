@@ -37,6 +37,8 @@ import time
 import types
 from pathlib import Path
 
+from _table import print_table  # bench/_table.py (scripts run as python bench/NAME.py)
+
 
 def official_module(root: Path, package: str, module: str) -> types.ModuleType:
     """Import ``package.module`` (e.g. ``basicsr.archs.femasr_arch``) from the checkout ``root``
@@ -195,9 +197,7 @@ def main() -> None:
             for p in procs.values():
                 p.stdin.close()
                 p.wait()
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |")
+    print_table(rows)
     print(f"load average at end {os.getloadavg()[0]:.2f}")
 
 

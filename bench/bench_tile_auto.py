@@ -18,6 +18,8 @@ import math
 import os
 import time
 
+from _table import print_table  # bench/_table.py (scripts run as python bench/NAME.py)
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -65,9 +67,7 @@ def main() -> None:
                      f"{best['untiled']:.3f}", f"{best['auto']:.3f}", f"**{best['auto'] / best['untiled']:.2f}x**",
                      f"{int((a - b).abs().max())}", psnr))
         del model
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |")
+    print_table(rows)
     print(f"load average at end {os.getloadavg()[0]:.2f}")
 
 
