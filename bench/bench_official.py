@@ -22,11 +22,13 @@ Prints load average and CPU time / wall time per row (ratios are only comparable
 about the thread count, i.e. nothing else ran).
 
     REALSR_OFFICIAL_DIR=/work/official python bench/bench_official.py --sizes 64 128 --repeat 3
+    REALSR_OFFICIAL_DIR=/work/official python bench/bench_official.py --models upsr --repeat 3
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -52,11 +54,16 @@ def official_module(root: Path, package: str, module: str) -> types.ModuleType:
             pkg = types.ModuleType(name)
             pkg.__path__ = [str(root.joinpath(*parts[:i]))]
             sys.modules[name] = pkg
-    if "basicsr.utils" in sys.modules and not hasattr(sys.modules["basicsr.utils"], "get_root_logger"):
+    if package == "basicsr" and "basicsr.utils" not in sys.modules:  # its __init__ imports cv2, lmdb...
         import logging
 
-        sys.modules["basicsr.utils"].get_root_logger = lambda *a, **k: logging.getLogger("basicsr")
+        utils = types.ModuleType("basicsr.utils")
+        utils.__path__ = [str(root / "basicsr" / "utils")]
+        utils.get_root_logger = lambda *a, **k: logging.getLogger("basicsr")
+        sys.modules["basicsr.utils"] = utils
     full = ".".join(parts)
+    if full in sys.modules:  # executed once per process (its registry refuses a second run)
+        return sys.modules[full]
     spec = importlib.util.spec_from_file_location(full, root.joinpath(*parts[:-1], parts[-1] + ".py"))
     if spec is None or spec.loader is None:
         raise SystemExit(f"cannot import {full} from {root}")
@@ -82,6 +89,74 @@ def femasr_pair(root: Path, scale: int, tmp: Path, save: bool = True):
     return net, pth
 
 
+#: the released UPSR constructors and diffusion settings (../shared/parity upsr_* fixture.json)
+UPSR_UNET = dict(image_size=64, in_channels=48, model_channels=160, out_channels=3,
+                 attention_resolutions=[64, 32, 16, 8], dropout=0, channel_mult=[1, 2, 2, 4],
+                 num_res_blocks=[2, 2, 2, 2], conv_resample=True, dims=2, use_fp16=False,
+                 num_head_channels=32, use_scale_shift_norm=True, resblock_updown=False, swin_depth=2,
+                 swin_embed_dim=192, window_size=8, mlp_ratio=4, cond_lq=True, lq_size=64, num_feat=128)
+UPSR_ATD = dict(upscale=4, in_chans=3, img_size=64, embed_dim=96, depths=[6, 6, 6, 6], num_heads=[4, 4, 4, 4],
+                window_size=16, category_size=128, num_tokens=64, reducted_dim=8, convffn_kernel_size=7,
+                img_range=1.0, mlp_ratio=1, upsampler="pixelshuffledirect", resi_connection="1conv",
+                use_checkpoint=False)
+UPSR_DIFFUSION = dict(sf=4, schedule_name="exponential", schedule_kwargs={"power": 0.2}, etas_end=0.99, steps=5,
+                      min_noise_level=0.2, kappa=2.5, weighted_mse=False, predict_type="xstart",
+                      timestep_respacing=None, scale_factor=1.0, normalize_input=True, latent_flag=False)
+
+
+def upsr_pair(root: Path, tmp: Path, save: bool = True):
+    """(official denoiser, official ATD g, [their .pth paths]): released constructors, every float
+    tensor redrawn N(0, 0.02) from one seeded generator (the default init zeroes the output
+    layers, which would make the comparison trivial)."""
+    import torch
+
+    from realsr_cli.registry.community import _torchvision_without_compiled_ops
+
+    _torchvision_without_compiled_ops()
+    unet = official_module(root / "UPSR", "basicsr", "archs.swin_unet_arch").UNetModelSwin(**UPSR_UNET).eval()
+    atd = official_module(root / "UPSR", "basicsr", "archs.atd_real_arch").ATD(**UPSR_ATD).eval()
+    paths = [tmp / "upsr_official.pth", tmp / "atd_official.pth"]
+    if save:
+        g = torch.Generator().manual_seed(0)
+        for net, path in zip((unet, atd), paths, strict=True):
+            with torch.no_grad():
+                for p in net.parameters():
+                    p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+            torch.save({"params": net.state_dict()}, path)
+    return unet, atd, paths
+
+
+def _upsr_noise(size: int):
+    import torch
+
+    return torch.randn(1, 3, 4 * size, 4 * size, generator=torch.Generator().manual_seed(2))
+
+
+def _official_upsr(root: Path, tmp: Path):
+    """The official sampler (``UPSRRealModel.sample_func``'s procedure, test settings) around the
+    official networks and ``models/gaussian_diffusion.py``; the prior noise passed in HR layout."""
+    import torch
+    from torch import nn
+
+    unet, atd, paths = upsr_pair(root, tmp, save=False)
+    unet.load_state_dict(torch.load(paths[0])["params"])
+    atd.load_state_dict(torch.load(paths[1])["params"])
+    diffusion = official_module(root / "UPSR", "models", "script_util").create_gaussian_diffusion(**UPSR_DIFFUSION)
+
+    def run(lq):
+        with torch.no_grad():
+            y0 = (lq - 0.5) / 0.5  # 64x64: a multiple of the 64-px minimum, no padding
+            y_bic = torch.nn.functional.interpolate(y0, scale_factor=4, mode="bicubic", align_corners=False)
+            y_hat = (atd(y0 * 0.5 + 0.5) - 0.5) / 0.5
+            un = 0.4 + 0.6 * ((y_hat - y_bic) / 2).abs().clamp(0.0, 0.1) / 0.1
+            cond = nn.PixelUnshuffle(4)(torch.cat([y_hat, y_bic], dim=1))
+            out = diffusion.ddim_sample_loop(y=y_bic, y_hat=y_hat, un=un, model=unet, noise=_upsr_noise(lq.shape[-1]),
+                                             clip_denoised=False, model_kwargs={"lq": cond}, progress=False)
+            return out.clamp(-1.0, 1.0) * 0.5 + 0.5
+
+    return run
+
+
 def _worker(args: argparse.Namespace) -> None:
     """One side in its own process (its own allocator state): reads ``SIZE`` lines, runs that LR
     size (the first call per size also saves output and code indices), answers one JSON line."""
@@ -89,7 +164,14 @@ def _worker(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     kind, tmp = args.worker, Path(args.tmp)
-    if kind == "official":
+    upsr = args.model == "upsr"
+    if kind == "official" and upsr:
+        with contextlib.redirect_stdout(sys.stderr):  # it prints its schedule; stdout is our protocol
+            run = _official_upsr(Path(args.official), tmp)
+
+        def codes(lq):
+            return torch.zeros(0)
+    elif kind == "official":
         official, _ = femasr_pair(Path(args.official), args.scale, tmp, save=False)
         official.load_state_dict(torch.load(tmp / f"femasr_x{args.scale}_official.pth")["params"])
 
@@ -109,17 +191,20 @@ def _worker(args: argparse.Namespace) -> None:
 
         def run(lq):
             with torch.inference_mode():
+                if upsr:  # the official sampler's prior noise; one 64-px LR is one whole-image call
+                    return model(lq, noise=_upsr_noise(lq.shape[-1])).clamp(0, 1)
                 return run_model(model, lq, RunOptions(tile=None)).sr
 
         def codes(lq):
-            return _same_codes_input(model, lq)
+            return torch.zeros(0) if upsr else _same_codes_input(model, lq)
     saved: set[int] = set()
     print(json.dumps({"ready": True, "dtype": "float32" if kind == "official" else str(model.dtype)[6:]}), flush=True)
     for line in sys.stdin:
         size = int(line)
         lq = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(size))
         c, t = time.process_time(), time.perf_counter()
-        out = run(lq)
+        with contextlib.redirect_stdout(sys.stderr):
+            out = run(lq)
         wall, cpu = time.perf_counter() - t, time.process_time() - c
         if size not in saved:
             saved.add(size)
@@ -131,7 +216,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--official", type=Path, default=os.environ.get("REALSR_OFFICIAL_DIR"),
                     help="folder holding the official checkouts (env REALSR_OFFICIAL_DIR)")
-    ap.add_argument("--models", nargs="*", default=["femasr"], choices=["femasr"])
+    ap.add_argument("--models", nargs="*", default=["femasr"], choices=["femasr", "upsr"])
     ap.add_argument("--sizes", nargs="*", type=int, default=[64, 128])
     ap.add_argument("--scale", type=int, default=4)
     ap.add_argument("--repeat", type=int, default=3)
@@ -139,6 +224,7 @@ def main() -> None:
     ap.add_argument("--system-malloc", action="store_true",
                     help="ours too with glibc's default allocator (the CLI tunes it for CPU models)")
     ap.add_argument("--worker", choices=["official", "fp32", "auto"], help=argparse.SUPPRESS)
+    ap.add_argument("--model", default="femasr", help=argparse.SUPPRESS)
     ap.add_argument("--tmp", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if not args.official or not Path(args.official).is_dir():
@@ -148,7 +234,6 @@ def main() -> None:
 
     import torch
 
-    from realsr_cli.engine import api
     from realsr_cli.engine.device import cpu_native_bf16
 
     print(f"torch {torch.__version__}, {args.threads} threads, native bf16 {cpu_native_bf16()}, "
@@ -156,12 +241,31 @@ def main() -> None:
           f"load average at start {os.getloadavg()[0]:.2f}")
     rows = [("model", "LR", "path", "dtype", "wall s", "CPU/wall", "vs official", "max |d| vs official",
              "same codes")]
+    for name in args.models:
+        sizes = [64] if name == "upsr" else args.sizes  # the official sampler's 64-px minimum
+        rows += _compare(name, sizes, args)
+    print_table(rows)
+    print(f"load average at end {os.getloadavg()[0]:.2f}")
+
+
+def _compare(name: str, sizes: list[int], args: argparse.Namespace) -> list[tuple[str, ...]]:
+    """One model: convert the official weights, start the three workers, check, time; table rows."""
+    import torch
+
+    from realsr_cli.engine import api
+
+    rows: list[tuple[str, ...]] = []
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
-        _, pth = femasr_pair(Path(args.official), args.scale, tmp)
-        api.convert_checkpoint(pth, tmp / "ours.safetensors", arch="femasr", scale=args.scale)
+        if name == "upsr":
+            _, _, paths = upsr_pair(Path(args.official), tmp)
+            api.convert_checkpoint([str(p) for p in paths], tmp / "ours.safetensors", arch="upsr")
+        else:
+            _, pth = femasr_pair(Path(args.official), args.scale, tmp)
+            api.convert_checkpoint(pth, tmp / "ours.safetensors", arch="femasr", scale=args.scale)
         base = [sys.executable, __file__, "--official", str(args.official), "--scale", str(args.scale),
-                "--threads", str(args.threads), "--tmp", tmp_s] + (["--system-malloc"] if args.system_malloc else [])
+                "--threads", str(args.threads), "--tmp", tmp_s, "--model", name] + (
+                    ["--system-malloc"] if args.system_malloc else [])
         kinds = ("official", "fp32", "auto")
         procs = {k: subprocess.Popen([*base, "--worker", k], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      text=True) for k in kinds}
@@ -174,7 +278,7 @@ def main() -> None:
             return r["wall"], r["cpu"]
 
         try:
-            for size in args.sizes:
+            for size in sizes:
                 for k in kinds:  # untimed first call: warm-up, saves output and codes
                     call(k, size)
                 ref = torch.load(tmp / f"official_{size}.pt")
@@ -184,21 +288,20 @@ def main() -> None:
                         times[k].append(call(k, size))
                 best = {k: min(v) for k, v in times.items()}
                 t_off = best["official"][0]
-                rows.append(("femasr", str(size), "official", "float32", f"{t_off:.3f}",
+                rows.append((name, str(size), "official", "float32", f"{t_off:.3f}",
                              f"{best['official'][1] / t_off:.2f}", "1.00x", "-", "-"))
                 for k in kinds[1:]:
                     got = torch.load(tmp / f"{k}_{size}.pt")
                     d = float((got["out"] - ref["out"]).abs().max())
-                    same = float((got["codes"] == ref["codes"]).float().mean())
+                    same = f"{float((got['codes'] == ref['codes']).float().mean()):.4f}" if ref["codes"].numel() else "-"
                     t, c = best[k]
-                    rows.append(("femasr", str(size), f"ours {k}", dtypes[k], f"{t:.3f}", f"{c / t:.2f}",
-                                 f"**{t_off / t:.2f}x**", f"{d:.1e}", f"{same:.4f}"))
+                    rows.append((name, str(size), f"ours {k}", dtypes[k], f"{t:.3f}", f"{c / t:.2f}",
+                                 f"**{t_off / t:.2f}x**", f"{d:.1e}", same))
         finally:
             for p in procs.values():
                 p.stdin.close()
                 p.wait()
-    print_table(rows)
-    print(f"load average at end {os.getloadavg()[0]:.2f}")
+    return rows
 
 
 def _codes_official(net, lq):
