@@ -1,22 +1,25 @@
-"""Ours vs the official code itself, side by side in one process, same weights and input.
+"""Ours vs the official code itself: same weights, same input, outputs checked, then timed.
 
 The official repositories are NOT part of this project: check them out in a folder of your own and
 name it with ``--official DIR`` or ``REALSR_OFFICIAL_DIR`` (``DIR/FeMaSR`` = chaofengc/FeMaSR at
-1ca4295). Their Python dependencies (``timm``) must be importable; the official ``basicsr``
-package is loaded without running its ``__init__`` (which imports its training stack: cv2, lmdb,
-...): only the architecture files and the registry they import are executed, unmodified.
+1ca4295, ``DIR/UPSR`` = LabShuHangGU/UPSR at 7fef55a). Their Python dependencies (``timm``,
+``fairscale``, ``einops``) must be importable; their ``basicsr`` package is loaded without running
+its ``__init__`` (which imports its training stack: cv2, lmdb, ...): only the architecture and
+diffusion files and what they import are executed, unmodified.
 
-Per model and LR size:
+Per model (``--models femasr upsr``) and LR size:
 
-1. build the official network (released constructor, ``torch.manual_seed(0)`` default init),
-   save its state dict as an official ``.pth`` and convert it with ``api.convert_checkpoint``
-   (what ``realsr convert`` runs), then load ours with ``api.load_model`` in ``fp32`` and in
-   ``auto`` precision — exactly what ``realsr upscale`` runs;
-2. check before timing: ours fp32 vs official (max abs difference, share of identical code
-   indices), ours auto vs official;
-3. time interleaved (official, ours fp32, ours auto, repeated ``--repeat`` times; best of each),
-   whole image, under ``torch.inference_mode`` for ours and the official ``test()`` (its own
-   ``no_grad``) for theirs.
+1. build the official network(s) (released constructors; FeMaSR ``torch.manual_seed(0)`` default
+   init, UPSR every float weight N(0, 0.02) from one seeded generator), save the state dict(s) as
+   official ``.pth`` files and convert them with ``api.convert_checkpoint`` (what ``realsr
+   convert`` runs), then load ours with ``api.load_model`` in ``fp32`` and in ``auto`` precision;
+2. each side runs in its own process (official: glibc's default allocator, as its scripts run;
+   ours: the CLI's setting unless ``--system-malloc``); the first call per size is untimed and
+   saves the output (and FeMaSR's code indices) for the checks: max abs difference and share of
+   equal codes against the official side;
+3. then ``--repeat`` rounds of calls in turn (official, fp32, auto); best of each. FeMaSR runs
+   through the engine's ``run_model`` (whole image, as ``realsr upscale``); UPSR's sampler gets the
+   same prior noise on both sides (one 64x64 LR, the official minimum).
 
 Prints load average and CPU time / wall time per row (ratios are only comparable when CPU/wall is
 about the thread count, i.e. nothing else ran).
