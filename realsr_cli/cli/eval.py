@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -46,7 +48,6 @@ _DISTS_HELP = ("Also DISTS against HR (lower is better). Needs vgg16-imagenet an
 _PRIOR_HELP = "HQ-stage VQGAN .safetensors (FeMaSR HR prior): adds codebook matching accuracy."
 _TOPK_HELP = "Ranks for the top-k matching accuracy: 1,3,5 (default), or repeat the option."
 _SAVE_HELP = "Also write the SR images here (PNG, LR tree mirrored)."
-_PAIR_HINT = "names must match: SR_DIR/a/x.png <-> HR_DIR/a/x.<any suffix> (a tag: --suffix _x4)"
 
 _RecursiveOpt = Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")]
 
@@ -129,7 +130,7 @@ def eval_cmd(
 
       realsr eval --weights g.safetensors --lq lr --hq hr --hr-prior hrp.safetensors --json
     """
-    from realsr_cli.evaluation import pairs
+    from realsr_cli.evaluation import pairs, run
 
     if sr_dir is not None:
         model_opts = {"--lq": lq, "--hq": hq, "--model": model, "--weights": weights,
@@ -164,29 +165,11 @@ def eval_cmd(
         lpips=lpips,
         dists=dists,
     )
-    plan = pairs.pair_folders(lq, hq, recursive=recursive, pattern=glob, exclude=save_dir)
-    for name, reason in plan.missing:
-        _output.warn(f"skipping {name}: {reason}")
-    if not plan.pairs:
-        raise UsageError(
-            f"no LR image in {lq} has an HR partner in {hq}",
-            hint="names must match: LR_DIR/a/x.png <-> HR_DIR/a/x.<any suffix>",
-        )
-    with _output.progress() as view:
-        m = _common.load(model, weights, None, device, precision.value, offline, view)
-        prior = pairs.load_prior(m, hr_prior) if hr_prior else None
-        _output.info(f"model: {_common.describe(m)}; {len(plan.pairs)} pair(s)")
-        view.images(len(plan.pairs))
-
-        def done(pair, score, error):
-            view.reset_tiles()
-            view.advance_image(pair.name)
-            if error:
-                _output.warn(f"{pair.name}: {error}")
-
-        report = pairs.evaluate(
-            m, plan, opts, prior=prior, hr_prior=hr_prior, on_done=done, progress=view.tiles
-        )
+    events = _Events()
+    report, total = run.evaluate_model_on_folders(
+        lq, hq, lambda: _common.load(model, weights, None, device, precision.value, offline, events.view),
+        opts, recursive=recursive, pattern=glob, hr_prior=hr_prior, events=events,
+    )
     out = report.to_json()
     if json_out:
         _output.emit_json(_schemas.stamp("eval", out))
@@ -198,49 +181,20 @@ def eval_cmd(
             rows.append(_row("mean", out["mean"], keys))
         title = f"{report.model} x{report.scale}, crop {report.crop_border}, Y channel"
         _output.table(title, ["image", *(k.upper() if k in _DIGITS else k for k in keys)], rows)
-    _check_failed(report.failed, len(plan.pairs))
+    _check_failed(report.failed, total)
 
 
 def _eval_dirs(sr_dir, hr_dir, scale, suffix, niqe, lpips, dists, crop_border, recursive, glob,
                json_out) -> None:
     """The SR_DIR form (see :mod:`realsr_cli.evaluation.folders` for the pairing rule)."""
-    from realsr_cli.evaluation import folders
+    from realsr_cli.evaluation import folders, run
 
     opts = folders.DirEvalOptions(
         scale=scale, crop_border=crop_border, reference=hr_dir is not None, niqe=niqe, lpips=lpips,
         dists=dists,
     )
-    for flag, on in (("--lpips", lpips), ("--dists", dists)):
-        if on and hr_dir is None:
-            raise UsageError(f"{flag} compares with a reference: it needs HR_DIR",
-                             hint=f"give HR_DIR (realsr eval {sr_dir} HR_DIR {flag})")
-    if not opts.metrics:
-        raise UsageError("without HR_DIR only no-reference metrics can be computed",
-                         hint=f"add --niqe (realsr eval {sr_dir} --niqe), or give HR_DIR")
-    if suffix and hr_dir is None:
-        raise UsageError("--suffix pairs SR with HR names; it needs HR_DIR")
-    plan = folders.pair_dirs(sr_dir, hr_dir, recursive=recursive, pattern=glob, suffix=suffix)
-    for name, reason in plan.unpaired_sr:
-        _output.warn(f"skipping {name}: {reason}")
-    if plan.unpaired_hr:
-        shown = ", ".join(plan.unpaired_hr[:5]) + (", ..." if len(plan.unpaired_hr) > 5 else "")
-        _output.warn(f"{len(plan.unpaired_hr)} HR image(s) have no SR image: {shown}")
-    if not plan.pairs:
-        if hr_dir is None:
-            raise UsageError(f"no images in {sr_dir}", hint="give a folder of images (-r: sub-folders)")
-        raise UsageError(f"no SR image in {sr_dir} has an HR partner in {hr_dir}", hint=_PAIR_HINT)
-    if hr_dir is not None and scale is None and crop_border is None:
-        _output.info("crop border 0: give --scale S to crop S px from each side, as BasicSR does")
-    with _output.progress() as view:
-        view.images(len(plan.pairs))
-
-        def done(pair, score, error):
-            view.advance_image(pair.name)
-            if error:
-                _output.warn(f"{pair.name}: {error}")
-
-        report = folders.evaluate_dirs(plan, opts, sr_dir=sr_dir, hr_dir=hr_dir,
-                                             on_done=done)
+    report, total = run.evaluate_sr_folder(sr_dir, hr_dir, opts, recursive=recursive, pattern=glob,
+                                           suffix=suffix, events=_Events())
     out = report.to_json()
     if json_out:
         _output.emit_json(_schemas.stamp("eval.dirs", out))
@@ -251,4 +205,37 @@ def _eval_dirs(sr_dir, hr_dir, scale, suffix, niqe, lpips, dists, crop_border, r
             rows.append(_row("mean", out["mean"], keys))
         title = f"{sr_dir}: crop {report.crop_border}" + (", Y channel" if hr_dir else "")
         _output.table(title, ["image", *(k.upper() for k in keys)], rows)
-    _check_failed(report.failed, len(plan.pairs))
+    _check_failed(report.failed, total)
+
+
+class _Events:
+    """The CLI's face of the evaluation runs: warnings, info lines, a progress bar."""
+
+    def __init__(self) -> None:
+        self.view: _output.ProgressView | None = None
+
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        with _output.progress() as self.view:
+            yield
+
+    def warn(self, message: str) -> None:
+        _output.warn(message)
+
+    def info(self, message: str) -> None:
+        _output.info(message)
+
+    def loaded(self, m, total: int) -> None:
+        _output.info(f"model: {_common.describe(m)}; {total} pair(s)")
+
+    def started(self, total: int) -> None:
+        self.view.images(total)
+
+    def done(self, name: str, error: str | None) -> None:
+        self.view.reset_tiles()
+        self.view.advance_image(name)
+        if error:
+            _output.warn(f"{name}: {error}")
+
+    def tiles(self, done: int, total: int) -> None:
+        self.view.tiles(done, total)
