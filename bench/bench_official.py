@@ -2,12 +2,13 @@
 
 The official repositories are NOT part of this project: check them out in a folder of your own and
 name it with ``--official DIR`` or ``REALSR_OFFICIAL_DIR`` (``DIR/FeMaSR`` = chaofengc/FeMaSR at
-1ca4295, ``DIR/UPSR`` = LabShuHangGU/UPSR at 7fef55a). Their Python dependencies (``timm``,
+1ca4295, ``DIR/UPSR`` = LabShuHangGU/UPSR at 7fef55a, ``DIR/RealSRT`` = USTC-JialunPeng/RealSRT at
+494bfc2). Their Python dependencies (``timm``,
 ``fairscale``, ``einops``) must be importable; their ``basicsr`` package is loaded without running
 its ``__init__`` (which imports its training stack: cv2, lmdb, ...): only the architecture and
 diffusion files and what they import are executed, unmodified.
 
-Per model (``--models femasr upsr``) and LR size:
+Per model (``--models femasr upsr realsrt``) and LR size:
 
 1. build the official network(s) (released constructors; FeMaSR ``torch.manual_seed(0)`` default
    init, UPSR every float weight N(0, 0.02) from one seeded generator), save the state dict(s) as
@@ -26,6 +27,7 @@ about the thread count, i.e. nothing else ran).
 
     REALSR_OFFICIAL_DIR=/work/official python bench/bench_official.py --sizes 64 128 --repeat 3
     REALSR_OFFICIAL_DIR=/work/official python bench/bench_official.py --models upsr --repeat 3
+    REALSR_OFFICIAL_DIR=/work/official python bench/bench_official.py --models realsrt --repeat 2
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ from pathlib import Path
 
 from _table import print_table  # bench/_table.py (scripts run as python bench/NAME.py)
 
+_ROOTS: dict[str, Path] = {}
+
 
 def official_module(root: Path, package: str, module: str) -> types.ModuleType:
     """Import ``package.module`` (e.g. ``basicsr.archs.femasr_arch``) from the checkout ``root``
@@ -51,6 +55,10 @@ def official_module(root: Path, package: str, module: str) -> types.ModuleType:
     module whose ``__path__`` points at the checkout, so the file itself and what it imports run
     unmodified."""
     parts = f"{package}.{module}".split(".")
+    if _ROOTS.get(package, root) != root:  # the same package name from another checkout: forget it
+        for name in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
+            del sys.modules[name]
+    _ROOTS[package] = root
     for i in range(1, len(parts)):
         name = ".".join(parts[:i])
         if name not in sys.modules:
@@ -160,6 +168,54 @@ def _official_upsr(root: Path, tmp: Path):
     return run
 
 
+def realsrt_pair(root: Path, tmp: Path, save: bool = True):
+    """(official RealSRT(use_critic=True, use_ccm=True) as ``inference_realsrt.py`` builds it, its
+    .pth): every float weight N(0, 0.02) from one seeded generator (the default init zeroes the
+    CCM's output layer), codebooks included. Its constructor calls ``.cuda()`` on a copy of the
+    codebook and uses ``np.float``: while it runs, ``.cuda()`` is a no-op and ``np.float`` is the
+    builtin ``float`` it always was, so it builds on a CPU-only torch and a current NumPy."""
+    import torch
+
+    official_module(root / "RealSRT", "basicsr", "utils.registry")
+    cls = official_module(root / "RealSRT", "realsrt", "archs.realsrt_arch").RealSRT
+    import numpy as np
+
+    cuda = torch.Tensor.cuda
+    torch.Tensor.cuda = lambda self, *a, **k: self  # its constructor copies the codebook via .cuda()
+    np.float = float  # and uses np.float (removed in NumPy 1.24; it was the builtin float)
+    try:
+        net = cls(use_critic=True, use_ccm=True).eval()
+    finally:
+        torch.Tensor.cuda = cuda
+        del np.float
+    pth = tmp / "realsrt_official.pth"
+    if save:
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for p in net.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+        torch.save({"params_ema": net.state_dict()}, pth)
+    return net, pth
+
+
+def _official_realsrt(root: Path, tmp: Path):
+    """One 64x64 LR patch as ``inference_realsrt.py`` runs each patch: ``forward_with_ccm`` with
+    T = 4, then its own AdaIN colour correction against the LR patch (its function, imported)."""
+    import torch
+
+    net, pth = realsrt_pair(root, tmp, save=False)
+    net.load_state_dict(torch.load(pth)["params_ema"], strict=True)
+    spec = importlib.util.spec_from_file_location("inference_realsrt", root / "RealSRT" / "inference_realsrt.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)  # imports only (its main() is guarded)
+
+    def run(lq):
+        with torch.no_grad():
+            return script.adaptive_instance_normalization(net.forward_with_ccm(lq, 4), lq).clamp(0, 1)
+
+    return run
+
+
 def _worker(args: argparse.Namespace) -> None:
     """One side in its own process (its own allocator state): reads ``SIZE`` lines, runs that LR
     size (the first call per size also saves output and code indices), answers one JSON line."""
@@ -168,7 +224,13 @@ def _worker(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     kind, tmp = args.worker, Path(args.tmp)
     upsr = args.model == "upsr"
-    if kind == "official" and upsr:
+    patch = args.model == "realsrt"
+    if kind == "official" and patch:
+        run = _official_realsrt(Path(args.official), tmp)
+
+        def codes(lq):
+            return torch.zeros(0)
+    elif kind == "official" and upsr:
         with contextlib.redirect_stdout(sys.stderr):  # it prints its schedule; stdout is our protocol
             run = _official_upsr(Path(args.official), tmp)
 
@@ -196,10 +258,12 @@ def _worker(args: argparse.Namespace) -> None:
             with torch.inference_mode():
                 if upsr:  # the official sampler's prior noise; one 64-px LR is one whole-image call
                     return model(lq, noise=_upsr_noise(lq.shape[-1])).clamp(0, 1)
+                if patch:  # one 64-px LR is one RealSRT patch (the engine's whole-image call)
+                    return model(lq).clamp(0, 1)
                 return run_model(model, lq, RunOptions(tile=None)).sr
 
         def codes(lq):
-            return torch.zeros(0) if upsr else _same_codes_input(model, lq)
+            return torch.zeros(0) if upsr or patch else _same_codes_input(model, lq)
     saved: set[int] = set()
     print(json.dumps({"ready": True, "dtype": "float32" if kind == "official" else str(model.dtype)[6:]}), flush=True)
     for line in sys.stdin:
@@ -219,7 +283,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--official", type=Path, default=os.environ.get("REALSR_OFFICIAL_DIR"),
                     help="folder holding the official checkouts (env REALSR_OFFICIAL_DIR)")
-    ap.add_argument("--models", nargs="*", default=["femasr"], choices=["femasr", "upsr"])
+    ap.add_argument("--models", nargs="*", default=["femasr"], choices=["femasr", "upsr", "realsrt"])
     ap.add_argument("--sizes", nargs="*", type=int, default=[64, 128])
     ap.add_argument("--scale", type=int, default=4)
     ap.add_argument("--repeat", type=int, default=3)
@@ -245,7 +309,7 @@ def main() -> None:
     rows = [("model", "LR", "path", "dtype", "wall s", "CPU/wall", "vs official", "max |d| vs official",
              "same codes")]
     for name in args.models:
-        sizes = [64] if name == "upsr" else args.sizes  # the official sampler's 64-px minimum
+        sizes = [64] if name in ("upsr", "realsrt") else args.sizes  # UPSR's minimum; RealSRT's patch
         rows += _compare(name, sizes, args)
     print_table(rows)
     print(f"load average at end {os.getloadavg()[0]:.2f}")
@@ -263,6 +327,9 @@ def _compare(name: str, sizes: list[int], args: argparse.Namespace) -> list[tupl
         if name == "upsr":
             _, _, paths = upsr_pair(Path(args.official), tmp)
             api.convert_checkpoint([str(p) for p in paths], tmp / "ours.safetensors", arch="upsr")
+        elif name == "realsrt":
+            _, pth = realsrt_pair(Path(args.official), tmp)
+            api.convert_checkpoint(pth, tmp / "ours.safetensors", arch="realsrt")
         else:
             _, pth = femasr_pair(Path(args.official), args.scale, tmp)
             api.convert_checkpoint(pth, tmp / "ours.safetensors", arch="femasr", scale=args.scale)
