@@ -84,6 +84,29 @@ class ArchSpec:
     whole_image_up_to: float = 1.0
 
 
+#: the run contract FeMaSR and UGTSR (FeMaSR's network plus fusion/alignment) share
+_CODEBOOK_RUN: dict[str, Any] = dict(
+    scale_of=lambda cfg: cfg.scale,
+    # tiles on the 16-px grid keep the stride-2 encoder and the Swin windows in phase with the
+    # whole image (an off-grid tile changes codes: 30 dB from untiled instead of 56 dB); x4 pads to
+    # multiples of 16 LR px (x2: 32)
+    tile_multiple=16,
+    min_size=1,
+    default_tile=192,
+    default_overlap=16,
+    half_ok=True,
+    # bf16 runs the shortcut stages and the decoder; the code indices are decided in fp32
+    # (DecidingParts: FeMaSR's encoder/projection/codebook, UGTSR's top-k fusion too), so they
+    # equal fp32's: ugtsr-x4-cpu 100 % equal codes, 52.8 dB worst vs fp32 on 68 real images
+    # (docs/benchmarks.md "CPU fast path")
+    cpu_bf16=True,
+    channels_last=True,
+    # whole images (and auto tiles) up to 600 LR px per side when memory allows, like the
+    # official inference script (whole images below 600x600, its --max_size)
+    whole_image_up_to=3.125,
+)
+
+
 def _femasr() -> ArchSpec:
     from realsr_cli.models import femasr
 
@@ -96,21 +119,7 @@ def _femasr() -> ArchSpec:
         build=femasr.FeMaSRNet,
         infer_config=femasr.config_from_state_dict,
         convert_official=femasr.convert_official_state_dict,
-        scale_of=lambda cfg: cfg.scale,
-        # tiles on the 16-px grid keep the stride-2 encoder and the Swin windows in phase with
-        # the whole image (an off-grid tile changes codes: 30 dB from untiled instead of 56 dB)
-        tile_multiple=16,
-        min_size=1,
-        default_tile=192,
-        default_overlap=16,
-        half_ok=True,
-        # bf16 runs the shortcut stages and the decoder; the code indices are decided in fp32
-        # (DecidingParts), so they equal fp32's; measured in docs/benchmarks.md "CPU fast path"
-        cpu_bf16=True,
-        channels_last=True,
-        # whole images (and auto tiles) up to 600 LR px per side when memory allows, like the
-        # official inference script (whole images below 600x600, its --max_size)
-        whole_image_up_to=3.125,
+        **_CODEBOOK_RUN,
     )
 
 
@@ -126,19 +135,7 @@ def _ugtsr() -> ArchSpec:
         build=ugtsr.UGTSRNet,
         infer_config=ugtsr.config_from_state_dict,
         convert_official=ugtsr.convert_official_state_dict,  # none exists: raises WeightsError
-        scale_of=lambda cfg: cfg.scale,
-        tile_multiple=16,  # FeMaSR's padding: x4 pads to multiples of 16 LR px (x2: 32)
-        min_size=1,
-        default_tile=192,
-        default_overlap=16,
-        half_ok=True,
-        # as FeMaSR, with the top-k fusion also kept in fp32: ugtsr-x4-cpu's codes equal fp32's on
-        # 68 real images, output 52.8 dB worst vs fp32 (docs/benchmarks.md "CPU fast path")
-        cpu_bf16=True,
-        channels_last=True,
-        # whole images (and auto tiles) up to 600 LR px per side when memory allows, like the
-        # official inference script (whole images below 600x600, its --max_size)
-        whole_image_up_to=3.125,
+        **_CODEBOOK_RUN,  # FeMaSR's network and padding; its top-k fusion also kept in fp32 in bf16
     )
 
 
