@@ -27,23 +27,22 @@ def set_dtype(net: nn.Module, dtype: torch.dtype) -> None:
     parts in fp32, so half precision never changes a discrete choice (FeMaSR's code indices).
 
     Mixed networks get a pre-hook on every module that owns parameters, casting its floating
-    inputs to its parameters' dtype (added once; they read the dtype at each call, so switching
-    back to fp32 for a redo needs nothing else).
+    inputs to its parameters' dtype (added once, at the first half-precision move; they read the
+    dtype at each call, so the fp32 redo of a tile and the way back need nothing else). An fp32
+    network gets none.
     """
     if dtype not in _HALF or not has(net, DecidingParts):
-        net.to(dtype)
-        if not has(net, DecidingParts):
-            return
-    else:  # never round the deciding parts through half precision: leave them untouched
-        keep = {id(m) for part in net.fp32_parts() for m in part.modules()}
-        for module in net.modules():
-            if id(module) in keep:
-                continue
-            for param in module.parameters(recurse=False):
-                param.data = param.data.to(dtype)
-            for name, buf in module.named_buffers(recurse=False):
-                if buf.is_floating_point():
-                    setattr(module, name, buf.to(dtype))
+        net.to(dtype)  # one dtype throughout (hooks added by an earlier half load stay harmless)
+        return
+    keep = {id(m) for part in net.fp32_parts() for m in part.modules()}
+    for module in net.modules():  # never round the deciding parts through half precision
+        if id(module) in keep:
+            continue
+        for param in module.parameters(recurse=False):
+            param.data = param.data.to(dtype)
+        for name, buf in module.named_buffers(recurse=False):
+            if buf.is_floating_point():
+                setattr(module, name, buf.to(dtype))
     if not getattr(net, "_realsr_cast_hooks", False):
         for module in net.modules():
             if next(module.parameters(recurse=False), None) is not None:
