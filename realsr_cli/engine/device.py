@@ -39,6 +39,7 @@ __all__ = [
     "resolve_dtype",
     "cpu_native_bf16",
     "tune_cpu_allocator",
+    "trim_cpu_heap",
     "cpuinfo_field",
 ]
 
@@ -215,6 +216,23 @@ def resolve_dtype(
         log.warning("%s requested but %s; running in fp32 instead", key, reason)
         return torch.float32
     return wanted
+
+
+def trim_cpu_heap() -> bool:
+    """Return the heap's free pages to the OS (glibc ``malloc_trim``; elsewhere a no-op).
+
+    A long batch of many image sizes leaves per-shape allocations of oneDNN scattered through the
+    heap; trimming every few dozen images keeps that from accumulating (docs/reliability.md, "The
+    last long batch"). Returns whether anything was released.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
 
 
 def make_generator(seed: int | None = None) -> torch.Generator:

@@ -322,3 +322,19 @@ def test_upscale_folder_is_the_batch_command_as_a_library_call(tmp_path):
     again = realsr_cli.upscale_folder(src, tmp_path / "out", load, api.UpscaleOptions(tile=0),
                                       device="cpu", skip_existing=True)
     assert again.summary is not None and again.summary.skipped == 2 and again.exit_code == 6
+
+
+@pytest.mark.parametrize(("sizes", "trims"), [([16] * 9, 0), ([16, 17, 18, 19, 20, 21, 22, 23, 24], 2)])
+def test_heap_is_trimmed_every_few_new_image_sizes_only(tmp_path, monkeypatch, sizes, trims):
+    """Issue 18: a mixed-size batch returns the heap's free pages every TRIM_EVERY new sizes (its
+    memory stays flat); a same-size batch never pays for it."""
+    calls = []
+    monkeypatch.setattr(engine_batch.devices, "trim_cpu_heap", lambda: calls.append(1) or True)
+    src = tmp_path / "in"
+    for i, side in enumerate(sizes):
+        src.mkdir(exist_ok=True)
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (side, side, 3), dtype=np.uint8)).save(
+            src / f"{i:02d}.png")
+    jobs = engine_batch.plan(src, tmp_path / "out")
+    summary = engine_batch.run(loaded(LocalNet()), jobs, api.UpscaleOptions(tile=0))
+    assert summary.done == len(sizes) and len(calls) == trims  # 9 new sizes // TRIM_EVERY (4) = 2
