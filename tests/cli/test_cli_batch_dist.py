@@ -42,6 +42,7 @@ def _torchrun(args: list[str]) -> tuple[dict[int, int], dict, str]:
     failed = {int(r): int(c) for r, c in re.findall(r"rank\s*:\s*(\d+) \(local_rank.*\n\s*exitcode\s*:\s*(-?\d+)",
                                                      stderr)}
     assert (proc.returncode == 0) == (not failed), stderr[-3000:]
+    assert stdout.strip(), stderr[-6000:]
     return failed, json.loads(stdout), stderr
 
 
