@@ -229,10 +229,12 @@ TRIM_EVERY = 4
 MIN_FREE_BYTES = 64 * 2**20
 
 
-def check_out_dir(out_dir: str | Path) -> None:
+def check_out_dir(out_dir: str | Path, *, keep: bool = False) -> None:
     """Fail before any model work (exit 4) when OUT_DIR cannot take files: it cannot be created,
     a probe file cannot be written there (read-only, permissions, a full disk), or less than
-    :data:`MIN_FREE_BYTES` is free."""
+    :data:`MIN_FREE_BYTES` is free. Folders the probe created are removed again unless ``keep``
+    (under torchrun every rank probes at once: one rank removing the folder while another writes
+    its probe there made that rank fail with exit 4)."""
     import errno
     import shutil
     import tempfile
@@ -250,7 +252,7 @@ def check_out_dir(out_dir: str | Path) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         free = shutil.disk_usage(root).free
-        if made:
+        if made and not keep:
             shutil.rmtree(created, ignore_errors=True)
     except OSError as exc:
         why = "the disk is full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))

@@ -75,7 +75,8 @@ def upscale_folder(
     events = events or FolderEvents()
     jobs = engine_batch.plan(in_dir, out_dir, recursive=recursive, pattern=pattern, fmt=fmt, aux_dir=aux_dir)
     if jobs:
-        engine_batch.check_out_dir(out_dir)  # before the model loads and any image is computed
+        # before the model loads and any image is computed; several ranks probe the same folder
+        engine_batch.check_out_dir(out_dir, keep=dist.env_info().enabled)
     with dist.process_group(device) as (rank, dev), dist.sigterm_as_interrupt():
         mine = engine_batch.share(jobs, rank)
         with events.session(rank):

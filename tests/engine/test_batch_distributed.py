@@ -338,3 +338,12 @@ def test_heap_is_trimmed_every_few_new_image_sizes_only(tmp_path, monkeypatch, s
     jobs = engine_batch.plan(src, tmp_path / "out")
     summary = engine_batch.run(loaded(LocalNet()), jobs, api.UpscaleOptions(tile=0))
     assert summary.done == len(sizes) and len(calls) == trims  # 9 new sizes // TRIM_EVERY (4) = 2
+
+
+def test_ranks_probing_a_new_out_dir_together_keep_it(tmp_path):
+    """Issue 18 (found as a rare torchrun CI failure): with ``keep`` the probe leaves the folder it
+    created, so a rank probing the same new OUT_DIR at the same moment cannot lose it."""
+    engine_batch.check_out_dir(tmp_path / "new" / "out", keep=True)
+    assert (tmp_path / "new" / "out").is_dir() and not any((tmp_path / "new" / "out").iterdir())
+    engine_batch.check_out_dir(tmp_path / "other" / "out")
+    assert not (tmp_path / "other").exists()  # a single process still leaves nothing behind
