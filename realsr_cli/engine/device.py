@@ -15,11 +15,13 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import os
 import secrets
 import sys
+from typing import Any
 
 import torch
 
@@ -166,22 +168,27 @@ def tune_cpu_allocator() -> bool:
     global _ALLOCATOR_TUNED
     if _ALLOCATOR_TUNED is not None:
         return _ALLOCATOR_TUNED
-    _ALLOCATOR_TUNED = False
-    if os.environ.get("REALSR_MALLOC", "").strip().lower() == "system" or not sys.platform.startswith("linux"):
-        return False
+    libc = None if os.environ.get("REALSR_MALLOC", "").strip().lower() == "system" else _glibc()
+    _ALLOCATOR_TUNED = bool(libc) and libc.mallopt(_M_MMAP_MAX, 0) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
+    log.debug("CPU allocator: heap-only, freed memory kept (%s)", "on" if _ALLOCATOR_TUNED else "off")
+    return _ALLOCATOR_TUNED
+
+
+@functools.cache
+def _glibc() -> Any:
+    """glibc as a ctypes library (for ``mallopt``/``malloc_trim``; looked up once), or None on
+    any other C library or platform."""
+    if not sys.platform.startswith("linux"):
+        return None
     import ctypes
     import platform
 
     if platform.libc_ver()[0] != "glibc":
-        return False
+        return None
     try:
-        libc = ctypes.CDLL("libc.so.6")
-        ok = libc.mallopt(_M_MMAP_MAX, 0) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
-    except (OSError, AttributeError):
-        ok = False
-    _ALLOCATOR_TUNED = ok
-    log.debug("CPU allocator: heap-only, freed memory kept (%s)", "on" if ok else "unavailable")
-    return ok
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
 
 
 def resolve_dtype(
@@ -222,17 +229,11 @@ def trim_cpu_heap() -> bool:
     """Return the heap's free pages to the OS (glibc ``malloc_trim``; elsewhere a no-op).
 
     A long batch of many image sizes leaves per-shape allocations of oneDNN scattered through the
-    heap; trimming every few dozen images keeps that from accumulating (docs/reliability.md, "The
+    heap; trimming every few new image sizes keeps that from accumulating (docs/reliability.md, "The
     last long batch"). Returns whether anything was released.
     """
-    if not sys.platform.startswith("linux"):
-        return False
-    import ctypes
-
-    try:
-        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
-    except (OSError, AttributeError):
-        return False
+    libc = _glibc()
+    return bool(libc and libc.malloc_trim(0))
 
 
 def make_generator(seed: int | None = None) -> torch.Generator:
