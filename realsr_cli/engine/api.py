@@ -126,8 +126,7 @@ def load_model(
         precision = community.supported_precision(config, precision)
     dtype = devices.resolve_dtype(dev, precision, spec.half_ok, spec.cpu_bf16)
     net.eval().requires_grad_(False)
-    net.to(device=dev)
-    set_dtype(net, dtype)  # half precision keeps a model's deciding parts in fp32
+    set_dtype(net, dtype, dev)  # half precision keeps a model's deciding parts in fp32
     model = LoadedModel(
         spec=spec,
         config=config,

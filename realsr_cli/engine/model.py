@@ -22,9 +22,10 @@ def _cast_inputs(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | 
     return tuple(a.to(dtype) if isinstance(a, Tensor) and a.is_floating_point() else a for a in args)
 
 
-def set_dtype(net: nn.Module, dtype: torch.dtype) -> None:
-    """Move ``net`` to ``dtype``; in fp16/bf16 a network with :class:`DecidingParts` keeps those
-    parts in fp32, so half precision never changes a discrete choice (FeMaSR's code indices).
+def set_dtype(net: nn.Module, dtype: torch.dtype, device: torch.device | None = None) -> None:
+    """Move ``net`` to ``dtype`` (and ``device``, in the same per-tensor copy); in fp16/bf16 a
+    network with :class:`DecidingParts` keeps those parts in fp32, so half precision never changes
+    a discrete choice (FeMaSR's code indices).
 
     Mixed networks get a pre-hook on every module that owns parameters, casting its floating
     inputs to its parameters' dtype (added once, at the first half-precision move; they read the
@@ -32,17 +33,15 @@ def set_dtype(net: nn.Module, dtype: torch.dtype) -> None:
     network gets none.
     """
     if dtype not in _HALF or not has(net, DecidingParts):
-        net.to(dtype)  # one dtype throughout (hooks added by an earlier half load stay harmless)
+        net.to(device=device, dtype=dtype)  # one dtype throughout (earlier hooks stay harmless)
         return
     keep = {id(m) for part in net.fp32_parts() for m in part.modules()}
     for module in net.modules():  # never round the deciding parts through half precision
-        if id(module) in keep:
-            continue
+        to = {"device": device} if id(module) in keep else {"device": device, "dtype": dtype}
         for param in module.parameters(recurse=False):
-            param.data = param.data.to(dtype)
+            param.data = param.data.to(**to)
         for name, buf in module.named_buffers(recurse=False):
-            if buf.is_floating_point():
-                setattr(module, name, buf.to(dtype))
+            setattr(module, name, buf.to(**to) if buf.is_floating_point() else buf.to(device=device))
     if not getattr(net, "_realsr_cast_hooks", False):
         for module in net.modules():
             if next(module.parameters(recurse=False), None) is not None:
