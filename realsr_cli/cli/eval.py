@@ -75,9 +75,10 @@ def _row(name: str, scores: dict, keys: list[str]) -> list[str]:
     return [name] + [_fmt(scores[k], _DIGITS.get(k, 4)) for k in keys]
 
 
-def _check_failed(failed: list, total: int) -> None:
-    if failed:
-        n = len(failed)
+def _check_failed(report) -> None:
+    """Exit 6 when any image failed (every image is in ``report.images`` or ``report.failed``)."""
+    if report.failed:
+        n, total = len(report.failed), len(report.failed) + len(report.images)
         raise BatchFailedError(f"{n} of {total} image(s) failed", failed=n, total=total,
                                hint="see the warnings above")
 
@@ -166,7 +167,7 @@ def eval_cmd(
         dists=dists,
     )
     events = _Events()
-    report, total = run.evaluate_model_on_folders(
+    report = run.evaluate_model_on_folders(
         lq, hq, lambda: _common.load(model, weights, None, device, precision.value, offline, events.view),
         opts, recursive=recursive, pattern=glob, hr_prior=hr_prior, events=events,
     )
@@ -181,7 +182,7 @@ def eval_cmd(
             rows.append(_row("mean", out["mean"], keys))
         title = f"{report.model} x{report.scale}, crop {report.crop_border}, Y channel"
         _output.table(title, ["image", *(k.upper() if k in _DIGITS else k for k in keys)], rows)
-    _check_failed(report.failed, total)
+    _check_failed(report)
 
 
 def _eval_dirs(sr_dir, hr_dir, scale, suffix, niqe, lpips, dists, crop_border, recursive, glob,
@@ -193,7 +194,7 @@ def _eval_dirs(sr_dir, hr_dir, scale, suffix, niqe, lpips, dists, crop_border, r
         scale=scale, crop_border=crop_border, reference=hr_dir is not None, niqe=niqe, lpips=lpips,
         dists=dists,
     )
-    report, total = run.evaluate_sr_folder(sr_dir, hr_dir, opts, recursive=recursive, pattern=glob,
+    report = run.evaluate_sr_folder(sr_dir, hr_dir, opts, recursive=recursive, pattern=glob,
                                            suffix=suffix, events=_Events())
     out = report.to_json()
     if json_out:
@@ -205,7 +206,7 @@ def _eval_dirs(sr_dir, hr_dir, scale, suffix, niqe, lpips, dists, crop_border, r
             rows.append(_row("mean", out["mean"], keys))
         title = f"{sr_dir}: crop {report.crop_border}" + (", Y channel" if hr_dir else "")
         _output.table(title, ["image", *(k.upper() for k in keys)], rows)
-    _check_failed(report.failed, total)
+    _check_failed(report)
 
 
 class _Events:

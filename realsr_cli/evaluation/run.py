@@ -56,10 +56,10 @@ def evaluate_model_on_folders(
     pattern: str | None = None,
     hr_prior: str | None = None,
     events: EvalEvents | None = None,
-) -> tuple[pairs.EvalReport, int]:
-    """Run the model ``load()`` returns on every LR image with an HR partner and score it;
-    returns ``(report, pairs scored)``. No pair at all is a :class:`UsageError` (exit 2), before
-    the model loads."""
+) -> pairs.EvalReport:
+    """Run the model ``load()`` returns on every LR image with an HR partner and score it (every
+    pair ends in ``report.images`` or ``report.failed``). No pair at all is a :class:`UsageError`
+    (exit 2), before the model loads."""
     events = events or EvalEvents()
     plan = pairs.pair_folders(lq_dir, hq_dir, recursive=recursive, pattern=pattern, exclude=options.save_dir)
     for name, reason in plan.missing:
@@ -74,7 +74,7 @@ def evaluate_model_on_folders(
         events.started(len(plan.pairs))
         report = pairs.evaluate(model, plan, options, prior=prior, hr_prior=hr_prior,
                                 on_done=lambda p, s, e: events.done(p.name, e), progress=events.tiles)
-    return report, len(plan.pairs)
+    return report
 
 
 def evaluate_sr_folder(
@@ -86,10 +86,10 @@ def evaluate_sr_folder(
     pattern: str | None = None,
     suffix: str = "",
     events: EvalEvents | None = None,
-) -> tuple[folders.DirReport, int]:
-    """Score the SR images in ``sr_dir`` as they are (against ``hr_dir`` when given); returns
-    ``(report, images scored)``. Metrics that need a reference without one, no metric at all, or
-    no image are :class:`UsageError` (exit 2)."""
+) -> folders.DirReport:
+    """Score the SR images in ``sr_dir`` as they are (against ``hr_dir`` when given; every image
+    ends in ``report.images`` or ``report.failed``). Metrics that need a reference without one, no
+    metric at all, or no image are :class:`UsageError` (exit 2)."""
     events = events or EvalEvents()
     for flag, on in (("--lpips", options.lpips), ("--dists", options.dists)):
         if on and hr_dir is None:
@@ -116,4 +116,4 @@ def evaluate_sr_folder(
         events.started(len(plan.pairs))
         report = folders.evaluate_dirs(plan, options, sr_dir=sr_dir, hr_dir=hr_dir,
                                        on_done=lambda p, s, e: events.done(p.name, e))
-    return report, len(plan.pairs)
+    return report
