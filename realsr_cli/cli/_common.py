@@ -1,15 +1,102 @@
-"""Small glue shared by upscale and batch: turn parsed options into engine calls."""
+"""Glue shared by the commands that run a model (upscale, batch, video, eval): their options,
+declared once in ``_options.MODEL_OPTIONS`` and parsed once into :class:`ModelArgs`."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import functools
+import inspect
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from realsr_cli.cli import _output
-from realsr_cli.cli._options import parse_tile
+from realsr_cli.cli._options import MODEL_OPTIONS, parse_tile
 from realsr_cli.errors import UsageError
 
 if TYPE_CHECKING:
     from realsr_cli.engine import api
+
+
+@dataclass(frozen=True)
+class ModelArgs:
+    """The parsed model options of one command: which model to load and how, and the validated
+    :class:`~realsr_cli.engine.api.UpscaleOptions` every image of the command runs with."""
+
+    model: str | None
+    weights: str | None
+    scale: float | None
+    device: str
+    precision: str
+    offline: bool
+    depth_estimator: str
+    save_aux: str | None
+    options: api.UpscaleOptions
+
+    def load(self, view: _output.ProgressView, device: str | None = None) -> api.LoadedModel:
+        """Load the model (``device`` overrides ``--device``: batch's per-rank GPU)."""
+        return load(self.model, self.weights, self.scale, device or self.device, self.precision,
+                    self.offline, view, self.depth_estimator)
+
+
+def model_options(*, skip: Iterable[str] = ()) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorate a Typer command that has a parameter ``run: ModelArgs``: the rows of
+    ``MODEL_OPTIONS`` (less ``skip``) take its place as ordinary options in ``--help``, and the
+    command is called with them parsed into one :class:`ModelArgs` (skipped ones at their
+    defaults)."""
+    skipped = set(skip)
+    rows = [row for row in MODEL_OPTIONS if row[0] not in skipped]
+    defaults = {name: default for name, _, default in MODEL_OPTIONS}
+    taken = {name for name, _, _ in rows}  # a skipped name may be a command's own option (eval's --scale)
+
+    def wrap(command: Callable[..., Any]) -> Callable[..., Any]:
+        own = inspect.signature(command, eval_str=True)
+        params: list[inspect.Parameter] = []
+        for p in own.parameters.values():
+            if p.name == "run":
+                params += [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=a)
+                           for n, a, d in rows]
+            else:
+                params.append(p.replace(kind=inspect.Parameter.KEYWORD_ONLY) if p.default is not p.empty else p)
+        if len(params) == len(own.parameters):
+            raise TypeError(f"{command.__name__} has no `run` parameter for the model options")
+
+        @functools.wraps(command)
+        def parsed(*args: Any, **kwargs: Any) -> Any:
+            given = {name: kwargs.pop(name) if name in taken else default for name, default in defaults.items()}
+            return command(*args, run=parse(**given), **kwargs)
+
+        parsed.__signature__ = own.replace(parameters=params)  # type: ignore[attr-defined]
+        parsed.__annotations__ = {p.name: p.annotation for p in params}
+        return parsed
+
+    return wrap
+
+
+def parse(**given: Any) -> ModelArgs:
+    """The one place the CLI builds (and so validates) the engine's options."""
+    from realsr_cli.engine import api
+
+    max_pixels = given["max_pixels"]
+    kwargs = {} if max_pixels is None else {"max_pixels": max_pixels or None}
+    options = api.UpscaleOptions(
+        scale=given["scale"],
+        tile=parse_tile(given["tile"]),
+        tile_overlap=given["tile_overlap"],
+        tile_batch=given["tile_batch"],
+        seed=given["seed"],
+        steps=given["steps"],
+        alpha=getattr(given["alpha"], "value", given["alpha"]),
+        bit_depth=given["bit_depth"],
+        quality=given["quality"],
+        format=given["fmt"],
+        tta=given["tta"],
+        **kwargs,
+    )
+    return ModelArgs(
+        model=given["model"], weights=given["weights"], scale=given["scale"], device=given["device"],
+        precision=getattr(given["precision"], "value", given["precision"]), offline=given["offline"],
+        depth_estimator=given["depth_estimator"], save_aux=given["save_aux"], options=options,
+    )
 
 
 def load(
@@ -40,42 +127,6 @@ def load(
     if loaded.device.type == "cpu":  # large activations reuse freed memory (engine/device.py)
         devices.tune_cpu_allocator()
     return loaded
-
-
-def options(
-    *,
-    scale: float | None = None,
-    tile: str = "auto",
-    tile_overlap: int | None = None,
-    tile_batch: int = 1,
-    seed: int | None = None,
-    steps: int | None = None,
-    alpha: str = "bicubic",
-    bit_depth: int | None = None,
-    quality: int = 95,
-    fmt: str | None = None,
-    max_pixels: int | None = None,
-    tta: bool = False,
-) -> api.UpscaleOptions:
-    """The one place the CLI builds (and so validates) the engine's options; every command that
-    runs a model (upscale, batch, eval) calls it and passes the result down unchanged."""
-    from realsr_cli.engine import api
-
-    kwargs = {} if max_pixels is None else {"max_pixels": max_pixels or None}
-    return api.UpscaleOptions(
-        scale=scale,
-        tile=parse_tile(tile),
-        tile_overlap=tile_overlap,
-        tile_batch=tile_batch,
-        seed=seed,
-        steps=steps,
-        alpha=alpha,  # type: ignore[arg-type]
-        bit_depth=bit_depth,
-        quality=quality,
-        format=fmt,
-        tta=tta,
-        **kwargs,
-    )
 
 
 def describe(model: api.LoadedModel) -> str:

@@ -1,4 +1,5 @@
-"""Shared option aliases, so every command spells and documents them the same way."""
+"""Shared option aliases, so every command spells and documents them the same way, and the one
+table of the options every model-running command takes (:data:`MODEL_OPTIONS`)."""
 
 from __future__ import annotations
 
@@ -56,7 +57,8 @@ ScaleOpt = Annotated[
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", "-d", help="auto | cpu | cuda | cuda:N | mps.")]
 PrecisionOpt = Annotated[
-    Precision, typer.Option("--precision", help="auto = fp16 on CUDA where the model allows it, else fp32.")
+    Precision, typer.Option("--precision", help="auto = fp16 on CUDA where the model allows it, bf16 on a CPU with native "
+                        "bf16 where measured safe for the model, else fp32; fp32 is exact.")
 ]
 TileOpt = Annotated[
     str,
@@ -107,3 +109,31 @@ DepthEstimatorOpt = Annotated[
 ]
 OfflineOpt = Annotated[bool, typer.Option("--offline", help="Use only cached weights; never download.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable result on stdout.")]
+
+
+# The options of the commands that run a model, in --help order: (parameter, alias, default).
+# `_common.model_options` adds them to upscale, batch, video and eval (eval takes a subset) and
+# parses them once into a `_common.ModelArgs`; a new run option is one row here.
+MODEL_OPTIONS: tuple[tuple[str, object, object], ...] = (
+    ("model", ModelOpt, None),
+    ("weights", WeightsOpt, None),
+    ("scale", ScaleOpt, None),
+    ("device", DeviceOpt, "auto"),
+    ("precision", PrecisionOpt, Precision.auto),
+    ("tile", TileOpt, "auto"),
+    ("tile_overlap", TileOverlapOpt, None),
+    ("tile_batch", TileBatchOpt, 1),
+    ("tta", TtaOpt, False),
+    ("seed", SeedOpt, None),
+    ("steps", StepsOpt, None),
+    ("bit_depth", BitDepthOpt, None),
+    ("quality", QualityOpt, 95),
+    ("fmt", FormatOpt, None),
+    ("alpha", AlphaOpt, AlphaMode.bicubic),
+    ("max_pixels", MaxPixelsOpt, None),
+    ("save_aux", SaveAuxOpt, None),
+    ("depth_estimator", DepthEstimatorOpt, "auto"),
+    ("offline", OfflineOpt, False),
+)
+# What happens to a written image file, and SSR's side outputs: not options of `realsr video`.
+IMAGE_FILE_OPTIONS = ("bit_depth", "quality", "fmt", "alpha", "max_pixels", "save_aux", "depth_estimator")

@@ -9,60 +9,21 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from realsr_cli.cli import _common, _output, _schemas
-from realsr_cli.cli._options import (
-    AlphaMode,
-    AlphaOpt,
-    BitDepthOpt,
-    DepthEstimatorOpt,
-    DeviceOpt,
-    FormatOpt,
-    JsonOpt,
-    MaxPixelsOpt,
-    ModelOpt,
-    OfflineOpt,
-    Precision,
-    PrecisionOpt,
-    QualityOpt,
-    SaveAuxOpt,
-    ScaleOpt,
-    SeedOpt,
-    StepsOpt,
-    TileBatchOpt,
-    TileOpt,
-    TileOverlapOpt,
-    TtaOpt,
-    WeightsOpt,
-)
+from realsr_cli.cli._options import JsonOpt
 
 if TYPE_CHECKING:
     from realsr_cli.engine import batch as engine_batch
 
 
+@_common.model_options()
 def batch(
     in_dir: Annotated[str, typer.Argument(help="Folder of input images.", show_default=False)],
     out_dir: Annotated[str, typer.Argument(help="Output folder (the input tree is mirrored).", show_default=False)],
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")] = False,
     glob: Annotated[str | None, typer.Option("--glob", help="Only files matching this pattern, e.g. '*.jpg'.")] = None,
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Skip images whose output exists.")] = False,
-    model: ModelOpt = None,
-    weights: WeightsOpt = None,
-    scale: ScaleOpt = None,
-    device: DeviceOpt = "auto",
-    precision: PrecisionOpt = Precision.auto,
-    tile: TileOpt = "auto",
-    tile_overlap: TileOverlapOpt = None,
-    tile_batch: TileBatchOpt = 1,
-    tta: TtaOpt = False,
-    seed: SeedOpt = None,
-    steps: StepsOpt = None,
-    bit_depth: BitDepthOpt = None,
-    quality: QualityOpt = 95,
-    fmt: FormatOpt = None,
-    alpha: AlphaOpt = AlphaMode.bicubic,
-    max_pixels: MaxPixelsOpt = None,
-    save_aux: SaveAuxOpt = None,
-    depth_estimator: DepthEstimatorOpt = "auto",
-    offline: OfflineOpt = False,
+    *,
+    run: _common.ModelArgs,
     json_out: JsonOpt = False,
 ) -> None:
     """Upscale every image in a folder; goes on past bad files and exits 6 if any failed.
@@ -84,18 +45,11 @@ def batch(
     """
     from realsr_cli.engine import folder
 
-    opts = _common.options(
-        scale=scale, tile=tile, tile_overlap=tile_overlap, tile_batch=tile_batch, seed=seed, steps=steps,
-        alpha=alpha.value, bit_depth=bit_depth, quality=quality, fmt=fmt, max_pixels=max_pixels, tta=tta,
-    )
     events = _Events(in_dir, recursive, json_out)
-
-    def load(dev: str):
-        return _common.load(model, weights, scale, dev, precision.value, offline, events.view, depth_estimator)
-
     result = folder.upscale_folder(
-        in_dir, out_dir, load, opts, recursive=recursive, pattern=glob, fmt=fmt, aux_dir=save_aux,
-        skip_existing=skip_existing, device=device, events=events, download_once_per_node=weights is None,
+        in_dir, out_dir, lambda dev: run.load(events.view, dev), run.options, recursive=recursive,
+        pattern=glob, fmt=run.options.format, aux_dir=run.save_aux, skip_existing=skip_existing,
+        device=run.device, events=events, download_once_per_node=run.weights is None,
     )
     if result.exit_code:
         raise typer.Exit(result.exit_code)  # the same code on every rank

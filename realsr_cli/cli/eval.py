@@ -11,28 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from realsr_cli.cli import _common, _output, _schemas
-from realsr_cli.cli._options import (
-    DeviceOpt,
-    JsonOpt,
-    ModelOpt,
-    OfflineOpt,
-    Precision,
-    PrecisionOpt,
-    SeedOpt,
-    StepsOpt,
-    TileOpt,
-    TileOverlapOpt,
-    WeightsOpt,
-)
+from realsr_cli.cli._options import IMAGE_FILE_OPTIONS, JsonOpt
 from realsr_cli.errors import BatchFailedError, UsageError
-
-if TYPE_CHECKING:
-    pass
 
 _SR_HELP = "Folder of SR images to score as they are (no model)."
 _HR_HELP = "HR references for SR_DIR, paired by relative path and stem; omit for --niqe only."
@@ -83,6 +68,7 @@ def _check_failed(report) -> None:
                                hint="see the warnings above")
 
 
+@_common.model_options(skip=("scale", "tile_batch", "tta", *IMAGE_FILE_OPTIONS))
 def eval_cmd(
     sr_dir: Annotated[
         str | None, typer.Argument(help=_SR_HELP, metavar="SR_DIR", show_default=False)
@@ -92,8 +78,8 @@ def eval_cmd(
     ] = None,
     lq: Annotated[str | None, typer.Option("--lq", help="Model form: folder of LR images.")] = None,
     hq: Annotated[str | None, typer.Option("--hq", help=_HQ_HELP)] = None,
-    model: ModelOpt = None,
-    weights: WeightsOpt = None,
+    *,
+    run: _common.ModelArgs,
     scale: Annotated[int | None, typer.Option("--scale", "-s", help=_SCALE_HELP, min=1)] = None,
     suffix: Annotated[str, typer.Option("--suffix", help=_SUFFIX_HELP)] = "",
     niqe: Annotated[bool, typer.Option("--niqe", help=_NIQE_HELP)] = False,
@@ -102,16 +88,9 @@ def eval_cmd(
     crop_border: Annotated[int | None, typer.Option("--crop-border", help=_CROP, min=0)] = None,
     recursive: _RecursiveOpt = False,
     glob: Annotated[str | None, typer.Option("--glob", help="Only LR/SR files matching this.")] = None,
-    device: DeviceOpt = "auto",
-    precision: PrecisionOpt = Precision.auto,
-    tile: TileOpt = "auto",
-    tile_overlap: TileOverlapOpt = None,
-    seed: SeedOpt = None,
-    steps: StepsOpt = None,
     hr_prior: Annotated[str | None, typer.Option("--hr-prior", help=_PRIOR_HELP)] = None,
     top_k: Annotated[list[str] | None, typer.Option("--top-k", help=_TOPK_HELP)] = None,
     save_dir: Annotated[str | None, typer.Option("--save-dir", help=_SAVE_HELP)] = None,
-    offline: OfflineOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Score SR images: PSNR and SSIM on the Y channel (BasicSR conventions), LPIPS with --lpips,
@@ -131,16 +110,18 @@ def eval_cmd(
 
       realsr eval --weights g.safetensors --lq lr --hq hr --hr-prior hrp.safetensors --json
     """
-    from realsr_cli.evaluation import pairs, run
+    from realsr_cli.evaluation import pairs
+    from realsr_cli.evaluation import run as evaluation
 
     if sr_dir is not None:
-        model_opts = {"--lq": lq, "--hq": hq, "--model": model, "--weights": weights,
+        o = run.options
+        model_opts = {"--lq": lq, "--hq": hq, "--model": run.model, "--weights": run.weights,
                       "--hr-prior": hr_prior, "--top-k": top_k, "--save-dir": save_dir,
-                      "--seed": seed, "--steps": steps, "--tile-overlap": tile_overlap}
+                      "--seed": o.seed, "--steps": o.steps, "--tile-overlap": o.tile_overlap}
         given = [k for k, v in model_opts.items() if v is not None]
         # --offline is accepted: this form never downloads (--lpips/--dists read the cache only)
-        given += [k for k, on in (("--device", device != "auto"), ("--tile", tile != "auto"),
-                                  ("--precision", precision != Precision.auto)) if on]
+        given += [k for k, on in (("--device", run.device != "auto"), ("--tile", o.tile is not None),
+                                  ("--precision", run.precision != "auto")) if on]
         if given:
             raise UsageError(
                 f"{', '.join(given)}: model options, but SR_DIR scores existing images",
@@ -158,7 +139,7 @@ def eval_cmd(
                          hint="drop them (use --crop-border to change the crop)")
     ks = _top_k(top_k)
     opts = pairs.EvalOptions(
-        upscale=_common.options(tile=tile, tile_overlap=tile_overlap, seed=seed, steps=steps),
+        upscale=run.options,
         crop_border=crop_border,
         top_k=ks,
         save_dir=Path(save_dir) if save_dir else None,
@@ -167,8 +148,8 @@ def eval_cmd(
         dists=dists,
     )
     events = _Events()
-    report = run.evaluate_model_on_folders(
-        lq, hq, lambda: _common.load(model, weights, None, device, precision.value, offline, events.view),
+    report = evaluation.evaluate_model_on_folders(
+        lq, hq, lambda: run.load(events.view),
         opts, recursive=recursive, pattern=glob, hr_prior=hr_prior, events=events,
     )
     out = report.to_json()
@@ -188,13 +169,14 @@ def eval_cmd(
 def _eval_dirs(sr_dir, hr_dir, scale, suffix, niqe, lpips, dists, crop_border, recursive, glob,
                json_out) -> None:
     """The SR_DIR form (see :mod:`realsr_cli.evaluation.folders` for the pairing rule)."""
-    from realsr_cli.evaluation import folders, run
+    from realsr_cli.evaluation import folders
+    from realsr_cli.evaluation import run as evaluation
 
     opts = folders.DirEvalOptions(
         scale=scale, crop_border=crop_border, reference=hr_dir is not None, niqe=niqe, lpips=lpips,
         dists=dists,
     )
-    report = run.evaluate_sr_folder(sr_dir, hr_dir, opts, recursive=recursive, pattern=glob,
+    report = evaluation.evaluate_sr_folder(sr_dir, hr_dir, opts, recursive=recursive, pattern=glob,
                                            suffix=suffix, events=_Events())
     out = report.to_json()
     if json_out:

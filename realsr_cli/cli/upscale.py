@@ -3,66 +3,24 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from realsr_cli.cli import _common, _output, _schemas
-from realsr_cli.cli._options import (
-    AlphaMode,
-    AlphaOpt,
-    BitDepthOpt,
-    DepthEstimatorOpt,
-    DeviceOpt,
-    FormatOpt,
-    JsonOpt,
-    MaxPixelsOpt,
-    ModelOpt,
-    OfflineOpt,
-    Precision,
-    PrecisionOpt,
-    QualityOpt,
-    SaveAuxOpt,
-    ScaleOpt,
-    SeedOpt,
-    StepsOpt,
-    TileBatchOpt,
-    TileOpt,
-    TileOverlapOpt,
-    TtaOpt,
-    WeightsOpt,
-)
+from realsr_cli.cli._options import JsonOpt
 from realsr_cli.errors import UsageError
 
-if TYPE_CHECKING:
-    pass
 
-
+@_common.model_options()
 def upscale(
     input: Annotated[str, typer.Argument(help="Image file, or - to read from stdin.", show_default=False)],
     output: Annotated[
         str | None,
         typer.Option("--output", "-o", help="Output file, or - for stdout. Default: INPUT_x<scale>.<ext> (stdout for -)."),
     ] = None,
-    model: ModelOpt = None,
-    weights: WeightsOpt = None,
-    scale: ScaleOpt = None,
-    device: DeviceOpt = "auto",
-    precision: PrecisionOpt = Precision.auto,
-    tile: TileOpt = "auto",
-    tile_overlap: TileOverlapOpt = None,
-    tile_batch: TileBatchOpt = 1,
-    tta: TtaOpt = False,
-    seed: SeedOpt = None,
-    steps: StepsOpt = None,
-    bit_depth: BitDepthOpt = None,
-    quality: QualityOpt = 95,
-    fmt: FormatOpt = None,
-    alpha: AlphaOpt = AlphaMode.bicubic,
-    max_pixels: MaxPixelsOpt = None,
-    save_aux: SaveAuxOpt = None,
-    depth_estimator: DepthEstimatorOpt = "auto",
-    offline: OfflineOpt = False,
+    *,
+    run: _common.ModelArgs,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Allow -o to name the input file itself (replaces the original).")
     ] = False,
@@ -90,25 +48,21 @@ def upscale(
         output = "-" if input == "-" else None
     if output == "-" and json_out:
         raise UsageError("--json prints on stdout, which is taken by the image (-o -)", hint="write to a file with -o")
-    opts = _common.options(
-        scale=scale, tile=tile, tile_overlap=tile_overlap, tile_batch=tile_batch, seed=seed, steps=steps,
-        alpha=alpha.value, bit_depth=bit_depth, quality=quality, fmt=fmt, max_pixels=max_pixels, tta=tta,
-    )
     if output is not None:
         api.check_not_input(input, output, overwrite=overwrite)  # before any model work
     stdin = sys.stdin.buffer.read() if input == "-" else None
     with _output.progress() as view:
-        m = _common.load(model, weights, scale, device, precision.value, offline, view, depth_estimator)
-        dst = output or str(api.default_output_path(input, scale or m.scale))
+        m = run.load(view)
+        dst = output or str(api.default_output_path(input, run.scale or m.scale))
         if output is None:  # the default name depends on the model's scale: known only now
             api.check_not_input(input, dst, overwrite=overwrite)
         api.check_output_writable(dst)
-        if save_aux is not None:
-            api.check_aux(m, save_aux)
+        if run.save_aux is not None:
+            api.check_aux(m, run.save_aux)
         _output.info(f"model: {_common.describe(m)}")
         report = api.upscale_file(
-            m, input, dst, opts, stdin=stdin, stdout=sys.stdout.buffer.write, progress=view.tiles,
-            aux_dir=save_aux,
+            m, input, dst, run.options, stdin=stdin, stdout=sys.stdout.buffer.write, progress=view.tiles,
+            aux_dir=run.save_aux,
         )
     if json_out:
         _output.emit_json(_schemas.stamp("upscale", report.to_json()))

@@ -9,40 +9,17 @@ from typing import Annotated
 import typer
 
 from realsr_cli.cli import _common, _output, _schemas
-from realsr_cli.cli._options import (
-    DeviceOpt,
-    JsonOpt,
-    ModelOpt,
-    OfflineOpt,
-    Precision,
-    PrecisionOpt,
-    ScaleOpt,
-    SeedOpt,
-    StepsOpt,
-    TileBatchOpt,
-    TileOpt,
-    TileOverlapOpt,
-    TtaOpt,
-    WeightsOpt,
-)
+from realsr_cli.cli._options import IMAGE_FILE_OPTIONS, JsonOpt
 from realsr_cli.errors import EXIT_INTERRUPTED
 
 
+@_common.model_options(skip=IMAGE_FILE_OPTIONS)
 def video(
     input: Annotated[str, typer.Argument(help="Input video (anything FFmpeg reads).", show_default=False)],
     output: Annotated[str, typer.Argument(help="Output video; the container comes from the suffix (.mp4, .mkv ...).",
                                           show_default=False)],
-    model: ModelOpt = None,
-    weights: WeightsOpt = None,
-    scale: ScaleOpt = None,
-    device: DeviceOpt = "auto",
-    precision: PrecisionOpt = Precision.auto,
-    tile: TileOpt = "auto",
-    tile_overlap: TileOverlapOpt = None,
-    tile_batch: TileBatchOpt = 1,
-    tta: TtaOpt = False,
-    seed: SeedOpt = None,
-    steps: StepsOpt = None,
+    *,
+    run: _common.ModelArgs,
     codec: Annotated[str, typer.Option("--codec", help="FFmpeg video encoder, e.g. libx264, libx265, libvpx-vp9, "
                                        "ffv1 (lossless), libx264rgb.")] = "libx264",
     crf: Annotated[int, typer.Option("--crf", help="Constant rate factor (codecs that have one): lower is better "
@@ -58,7 +35,6 @@ def video(
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its partial file.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing OUTPUT (and discard a partial "
                                             "one).")] = False,
-    offline: OfflineOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Upscale a video: every frame through the model, encoded with --codec/--crf; audio copied.
@@ -78,17 +54,15 @@ def video(
     from realsr_cli.engine import distributed as engine_dist
     from realsr_cli.engine import video as engine_video
 
-    opts = _common.options(scale=scale, tile=tile, tile_overlap=tile_overlap, tile_batch=tile_batch, seed=seed,
-                           steps=steps, tta=tta)
     vopts = engine_video.VideoOptions(codec=codec, crf=crf, pix_fmt=pix_fmt, preset=preset, frames=frames,
                                       batch=frame_batch)
     engine_video.check_encoder(engine_video.require_av(), vopts)  # before the model loads
     with engine_dist.sigterm_as_interrupt(), _output.progress() as view:
-        m = _common.load(model, weights, scale, device, precision.value, offline, view)
+        m = run.load(view)
         _output.info(f"model: {_common.describe(m)}")
         on_frame = _FrameReport(view)
         try:
-            report = engine_video.upscale_video(m, input, output, opts, vopts, resume=resume, overwrite=overwrite,
+            report = engine_video.upscale_video(m, input, output, run.options, vopts, resume=resume, overwrite=overwrite,
                                                 on_frame=on_frame, progress=on_frame.tiles)
         except engine_video.VideoInterrupted as stop:
             if stop.partial is None:
