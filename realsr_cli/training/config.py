@@ -31,6 +31,7 @@ __all__ = [
     "ScheduleConfig",
     "StageConfigBase",
     "ValConfig",
+    "check_non_negative",
 ]
 
 
@@ -38,6 +39,13 @@ def _positive(where: str, **values: float) -> None:
     for name, value in values.items():
         if value <= 0:
             raise ConfigError(f"{where}.{name} must be positive, got {value}")
+
+
+def check_non_negative(where: str, **values: float) -> None:
+    """Raise :class:`ConfigError` naming ``where.name`` for the first negative value."""
+    for name, value in values.items():
+        if value < 0:
+            raise ConfigError(f"{where}.{name} must be >= 0, got {value}")
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ __all__ = [
     "any_rank",
     "barrier",
     "env_info",
+    "rank",
     "setup",
     "teardown",
 ]
@@ -76,6 +77,11 @@ def teardown() -> None:
     """Leave the process group (if joined)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def rank() -> int:
+    """This process's rank in the joined process group; 0 when none is joined."""
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def _active() -> bool:

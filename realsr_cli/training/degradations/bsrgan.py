@@ -50,6 +50,7 @@ from realsr_cli.errors import ConfigError
 from realsr_cli.training.degradations import _random as rnd
 from realsr_cli.training.degradations import ops
 from realsr_cli.training.degradations._checks import check_prob, check_resize_modes, check_scale
+from realsr_cli.training.degradations._pipeline import Pipeline
 from realsr_cli.training.degradations.kernels import gaussian_kernel, shifted_gaussian_kernel
 
 __all__ = ["BSRGANConfig", "BSRGANDegradation"]
@@ -89,7 +90,7 @@ class BSRGANConfig:
             raise ConfigError(f"jpeg_qualities must lie in [1, 100], got {self.jpeg_qualities}")
 
 
-class BSRGANDegradation:
+class BSRGANDegradation(Pipeline):
     """``lq = BSRGANDegradation(config)(hr, generator)``.
 
     ``hr`` (B,C,H,W) float in [0,1] (C = 3, or 1) on any device; ``generator`` a CPU
@@ -98,18 +99,11 @@ class BSRGANDegradation:
     """
 
     config_cls = BSRGANConfig
-
-    def __init__(self, config: BSRGANConfig | None = None) -> None:
-        self.config = config if config is not None else BSRGANConfig()
-
-    @property
-    def scale(self) -> int:
-        return self.config.scale
+    config: BSRGANConfig
 
     # ------------------------------------------------------------------ steps
     def _mode(self, g: torch.Generator) -> str:
-        modes = self.config.resize_modes
-        return modes[rnd.randint(g, 0, len(modes) - 1)]
+        return ops.random_resize_mode(g, self.config.resize_modes)
 
     def _blur(self, x: Tensor, g: torch.Generator, sf: int) -> Tensor:
         sizes = self.config.blur_kernel_sizes

@@ -15,7 +15,7 @@ input's device and dtype. Random parameters are drawn from an explicit CPU gener
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -38,6 +38,7 @@ __all__ = [
     "random_gaussian_noise",
     "random_jpeg",
     "random_poisson_noise",
+    "random_resize_mode",
     "random_resize_scale",
     "resize",
     "rgb_to_gray",
@@ -233,10 +234,7 @@ def random_gaussian_noise(
     gray_prob: float,
 ) -> Tensor:
     """Gaussian noise with per-sample sigma ~ U[sigma_range] (8-bit levels) and gray probability."""
-    b = check_image(img)[0]
-    sigma = rnd.uniform_batch(generator, b, *sigma_range)
-    gray = rnd.uniform_batch(generator, b, 0.0, 1.0) < gray_prob
-    return add_gaussian_noise(img, sigma, gray=gray, generator=generator)
+    return _random_noise(add_gaussian_noise, img, generator, sigma_range, gray_prob)
 
 
 def random_poisson_noise(
@@ -246,10 +244,22 @@ def random_poisson_noise(
     gray_prob: float,
 ) -> Tensor:
     """Poisson noise with per-sample scale ~ U[scale_range] and gray probability."""
+    return _random_noise(add_poisson_noise, img, generator, scale_range, gray_prob)
+
+
+def _random_noise(
+    add: Callable[..., Tensor],
+    img: Tensor,
+    generator: torch.Generator,
+    amount_range: tuple[float, float],
+    gray_prob: float,
+) -> Tensor:
+    """``add(img, amount, gray=..., generator=...)`` with per-sample amounts ~ U[amount_range]
+    drawn first, then the per-sample gray choices (probability ``gray_prob``)."""
     b = check_image(img)[0]
-    scale = rnd.uniform_batch(generator, b, *scale_range)
+    amount = rnd.uniform_batch(generator, b, *amount_range)
     gray = rnd.uniform_batch(generator, b, 0.0, 1.0) < gray_prob
-    return add_poisson_noise(img, scale, gray=gray, generator=generator)
+    return add(img, amount, gray=gray, generator=generator)
 
 
 # ----------------------------------------------------------------------------- JPEG
@@ -289,6 +299,11 @@ def random_jpeg(
 
 
 # ----------------------------------------------------------------------------- resize choice
+def random_resize_mode(generator: torch.Generator, modes: Sequence[str]) -> str:
+    """One of ``modes``, uniformly (one integer draw)."""
+    return modes[rnd.randint(generator, 0, len(modes) - 1)]
+
+
 def random_resize_scale(
     generator: torch.Generator,
     probs: tuple[float, float, float],

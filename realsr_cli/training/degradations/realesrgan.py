@@ -38,6 +38,7 @@ from realsr_cli.training.degradations._checks import (
     check_resize_modes,
     check_scale,
 )
+from realsr_cli.training.degradations._pipeline import Pipeline
 from realsr_cli.training.degradations.kernels import (
     KernelSettings,
     random_blur_kernel,
@@ -108,7 +109,7 @@ class RealESRGANConfig:
                 raise ConfigError(f"{name} must be non-negative (up, down, keep) weights")
 
 
-class RealESRGANDegradation:
+class RealESRGANDegradation(Pipeline):
     """``lq = RealESRGANDegradation(config)(hr, generator)``.
 
     ``hr`` (B,3,H,W) float in [0,1] on any device; ``generator`` a CPU :class:`torch.Generator`.
@@ -117,17 +118,10 @@ class RealESRGANDegradation:
     """
 
     config_cls = RealESRGANConfig
-
-    def __init__(self, config: RealESRGANConfig | None = None) -> None:
-        self.config = config if config is not None else RealESRGANConfig()
-
-    @property
-    def scale(self) -> int:
-        return self.config.scale
+    config: RealESRGANConfig
 
     def _mode(self, generator: torch.Generator) -> str:
-        modes = self.config.resize_modes
-        return modes[rnd.randint(generator, 0, len(modes) - 1)]
+        return ops.random_resize_mode(generator, self.config.resize_modes)
 
     def _noise(
         self,

@@ -33,6 +33,7 @@ from realsr_cli.training.degradations._checks import (
     check_resize_modes,
     check_scale,
 )
+from realsr_cli.training.degradations._pipeline import Pipeline
 from realsr_cli.training.degradations.kernels import gaussian_kernel
 from realsr_cli.training.degradations.realesrgan import RealESRGANConfig, RealESRGANDegradation
 
@@ -62,20 +63,7 @@ class BicubicConfig:
         check_scale(self.scale)
 
 
-class _Pipeline:
-    """``pipeline(config)``; ``config_cls()`` when None; ``scale`` from the config."""
-
-    config_cls: type
-
-    def __init__(self, config: object | None = None) -> None:
-        self.config = config if config is not None else self.config_cls()
-
-    @property
-    def scale(self) -> int:
-        return self.config.scale
-
-
-class BicubicDegradation(_Pipeline):
+class BicubicDegradation(Pipeline):
     """``lq = antialiased_bicubic_down(hr)``, rounded to 8 bits; the generator is not used."""
 
     config_cls = BicubicConfig
@@ -128,7 +116,7 @@ class MildConfig:
         check_resize_modes(self.resize_modes)
 
 
-class MildDegradation(_Pipeline):
+class MildDegradation(Pipeline):
     """blur (p) -> x``scale`` down (random mode) -> Gaussian or Poisson noise (p) -> JPEG (p) -> 8 bit.
 
     Every draw is made whether or not its step applies, so one image's choices never shift the
@@ -141,7 +129,7 @@ class MildDegradation(_Pipeline):
         cfg = self.config
         blur, noise, jpeg = (rnd.bernoulli(generator, p) for p in (cfg.blur_prob, cfg.noise_prob, cfg.jpeg_prob))
         sigma = rnd.uniform(generator, *cfg.blur_sigma)
-        mode = cfg.resize_modes[rnd.randint(generator, 0, len(cfg.resize_modes) - 1)]
+        mode = ops.random_resize_mode(generator, cfg.resize_modes)
         gaussian = rnd.bernoulli(generator, cfg.gaussian_noise_prob)
         x = hr
         if blur and sigma > 0:
@@ -182,7 +170,7 @@ class MixConfig:
             raise ConfigError(f"weights must be three non-negative numbers, not all 0; got {self.weights}")
 
 
-class MixDegradation(_Pipeline):
+class MixDegradation(Pipeline):
     """Per image, one of bicubic / mild / Real-ESRGAN chosen with ``MixConfig.weights``."""
 
     config_cls = MixConfig

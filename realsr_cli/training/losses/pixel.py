@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -25,29 +26,35 @@ def reduce(loss: Tensor, reduction: Reduction) -> Tensor:
     raise UsageError(f"unknown reduction {reduction!r}", hint="use mean, sum or none")
 
 
-def _check(pred: Tensor, target: Tensor) -> None:
+def _elementwise(
+    pred: Tensor,
+    target: Tensor,
+    distance: Callable[[Tensor], Tensor],
+    weight: Tensor | None,
+    reduction: Reduction,
+) -> Tensor:
+    """``distance(pred - target)`` (times an optional broadcastable ``weight``), reduced; the
+    shapes of ``pred`` and ``target`` must match."""
     if pred.shape != target.shape:
         raise UsageError(
             f"loss inputs differ in shape: {tuple(pred.shape)} vs {tuple(target.shape)}"
         )
+    loss = distance(pred - target)
+    return reduce(loss if weight is None else loss * weight, reduction)
 
 
 def l1_loss(
     pred: Tensor, target: Tensor, weight: Tensor | None = None, reduction: Reduction = "mean"
 ) -> Tensor:
     """``|pred - target|`` (times an optional broadcastable ``weight``), reduced."""
-    _check(pred, target)
-    loss = (pred - target).abs()
-    return reduce(loss if weight is None else loss * weight, reduction)
+    return _elementwise(pred, target, Tensor.abs, weight, reduction)
 
 
 def mse_loss(
     pred: Tensor, target: Tensor, weight: Tensor | None = None, reduction: Reduction = "mean"
 ) -> Tensor:
     """``(pred - target)^2`` (times an optional broadcastable ``weight``), reduced."""
-    _check(pred, target)
-    loss = (pred - target).square()
-    return reduce(loss if weight is None else loss * weight, reduction)
+    return _elementwise(pred, target, Tensor.square, weight, reduction)
 
 
 def charbonnier_loss(
@@ -61,9 +68,9 @@ def charbonnier_loss(
 
     ``eps`` is in image units (1e-3 as in LapSRN); the loss of identical inputs is ``eps``, not 0.
     """
-    _check(pred, target)
-    loss = torch.sqrt((pred - target).square() + eps * eps)
-    return reduce(loss if weight is None else loss * weight, reduction)
+    return _elementwise(
+        pred, target, lambda d: torch.sqrt(d.square() + eps * eps), weight, reduction
+    )
 
 
 #: the pixel losses a stage config may name (``loss.pixel``)

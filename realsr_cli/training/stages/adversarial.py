@@ -1,12 +1,15 @@
 """The hinge GAN pieces of FeMaSR-style stages: :func:`build_discriminator`,
-:func:`generator_adversarial_loss` (generator side) and :func:`discriminator_step` (the D step
-through ``ctx.backward_step(loss, "d")``).
+:func:`gan_param_groups` (optimizers ``g`` and ``d``), :func:`generator_adversarial_loss`
+(generator side), :func:`discriminator_step` (the D step through ``ctx.backward_step(loss, "d")``)
+and :func:`gan_step` (the G step on the summed terms, then the D step).
 
 DDP note (see :mod:`realsr_cli.training.stage`): the generator-side loss calls the *unwrapped*
 discriminator with its parameters frozen, so the discriminator's DDP reducer only ever sees the
 discriminator step (one forward on ``cat([real, fake])``, one backward)."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -19,6 +22,8 @@ from realsr_cli.training.stages.helpers import params_frozen
 __all__ = [
     "build_discriminator",
     "discriminator_step",
+    "gan_param_groups",
+    "gan_step",
     "generator_adversarial_loss",
 ]
 
@@ -26,6 +31,17 @@ __all__ = [
 def build_discriminator(config: UNetDiscriminatorConfig, device: torch.device) -> nn.Module:
     """Real-ESRGAN's U-Net discriminator with spectral norm (FeMaSR Sec. 3.4) on ``device``."""
     return UNetDiscriminatorSN(config).to(device)
+
+
+def gan_param_groups(
+    stage: Stage, generator_params: Iterable[nn.Parameter]
+) -> dict[str, list[nn.Parameter]]:
+    """Optimizer groups ``{"g": generator_params}``, plus ``"d"`` (all of the discriminator's
+    parameters) when the stage has a net ``d``."""
+    groups = {"g": list(generator_params)}
+    if "d" in stage.nets:
+        groups["d"] = list(stage.net("d").parameters())
+    return groups
 
 
 def generator_adversarial_loss(stage: Stage, fake: Tensor, name: str = "d") -> Tensor:
@@ -60,3 +76,27 @@ def discriminator_step(
         "d_real": real_logits.detach().mean(),
         "d_fake": fake_logits.detach().mean(),
     }
+
+
+def gan_step(
+    stage: Stage,
+    ctx: StepContext,
+    terms: dict[str, Tensor],
+    real: Tensor,
+    fake: Tensor,
+    *,
+    d_step: bool,
+    logs: Mapping[str, Tensor | float] | None = None,
+) -> dict[str, Tensor | float]:
+    """The generator step on ``total`` = the sum of the weighted ``terms`` (``ctx.backward_step(.,
+    "g")``), then, when ``d_step``, one :func:`discriminator_step` on ``real`` and ``fake``.
+
+    Returns what a stage logs, in this order: the terms, ``total``, the extra ``logs``, and the D
+    step's ``d_loss``, ``d_real``, ``d_fake``.
+    """
+    total = torch.stack(list(terms.values())).sum()
+    ctx.backward_step(total, "g")
+    out: dict[str, Tensor | float] = {**terms, "total": total, **(logs or {})}
+    if d_step:
+        out.update(discriminator_step(stage, ctx, real, fake))
+    return out

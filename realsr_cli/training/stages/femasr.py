@@ -46,7 +46,8 @@ from realsr_cli.training.losses import (
 from realsr_cli.training.stage import Export, Stage, StepContext
 from realsr_cli.training.stages.adversarial import (
     build_discriminator,
-    discriminator_step,
+    gan_param_groups,
+    gan_step,
     generator_adversarial_loss,
 )
 from realsr_cli.training.stages.helpers import net_state_dict, scalars
@@ -65,7 +66,9 @@ from realsr_cli.training.stages.reconstruction import (
     ReconstructionLossConfig,
     build_perceptual_loss,
     check_vgg_inputs,
+    load_perceptual_weights,
     load_vgg_weights,
+    perceptual_vgg_needs,
     reconstruction_terms,
 )
 
@@ -216,9 +219,7 @@ class FeMaSRHRPStage(Stage):
     def __init__(self, config: FeMaSRHRPStageConfig, device: torch.device) -> None:
         super().__init__(config, device)
         loss = config.loss
-        needs = {}
-        if loss.uses_perceptual:
-            needs[loss.perceptual_arch] = "perceptual loss"
+        needs = perceptual_vgg_needs(loss)
         if loss.semantic > 0:
             needs.setdefault("vgg19", "semantic guidance (Eq. 4)")
         check_vgg_inputs(loss, needs)
@@ -236,8 +237,7 @@ class FeMaSRHRPStage(Stage):
             self.nets["d"] = build_discriminator(config.discriminator, device)
 
     def load_inputs(self) -> None:
-        if self.perceptual is not None:
-            load_vgg_weights(self.perceptual.vgg, self.config.loss, purpose="perceptual loss")
+        load_perceptual_weights(self.perceptual, self.config.loss)
         if self.semantic_vgg is not None:
             load_vgg_weights(self.semantic_vgg, self.config.loss, purpose="semantic guidance")
 
@@ -245,17 +245,8 @@ class FeMaSRHRPStage(Stage):
         return iter(m for m in (self.perceptual, self.semantic_vgg) if m is not None)
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        groups = {
-            "g": [
-                p
-                for name in ("g", "semantic")
-                if name in self.nets
-                for p in self.net(name).parameters()
-            ]
-        }
-        if "d" in self.nets:
-            groups["d"] = list(self.net("d").parameters())
-        return groups
+        trained = [self.net(name) for name in ("g", "semantic") if name in self.nets]
+        return gan_param_groups(self, (p for net in trained for p in net.parameters()))
 
     def train_step(self, batch: dict[str, Tensor], ctx: StepContext) -> dict[str, float]:
         loss = self.config.loss
@@ -274,12 +265,7 @@ class FeMaSRHRPStage(Stage):
                 terms["semantic"] = loss.semantic * F.mse_loss(pred.float(), target.float())
             if "d" in self.nets:
                 terms["g_adv"] = loss.adversarial * generator_adversarial_loss(self, out.image)
-        total = torch.stack(list(terms.values())).sum()
-        ctx.backward_step(total, "g")
-        logs: dict[str, Tensor] = {**terms, "total": total}
-        if "d" in self.nets:
-            logs.update(discriminator_step(self, ctx, hq, out.image))
-        out_logs = scalars(logs)
+        out_logs = scalars(gan_step(self, ctx, terms, hq, out.image, d_step="d" in self.nets))
         if loss.restart_dead_codes:
             out_logs.update(self._restart_dead_codes(out.feat_to_quant, out.indices, ctx.step))
         return out_logs
@@ -394,9 +380,7 @@ class FeMaSRStage(Stage):
         super().__init__(config, device)
         config.inputs.require(self.name)
         loss = config.loss
-        check_vgg_inputs(
-            loss, {loss.perceptual_arch: "perceptual loss"} if loss.uses_perceptual else {}
-        )
+        check_vgg_inputs(loss)
         net = self.build_generator().to(device)
         freeze_prior(net)  # never trained here; frozen before DDP wraps the net
         if config.inputs.tune_decoder:
@@ -429,8 +413,7 @@ class FeMaSRStage(Stage):
         if inputs.tune_decoder:
             tune_decoder(net)
         self.hrp = hrp
-        if self.perceptual is not None:
-            load_vgg_weights(self.perceptual.vgg, self.config.loss, purpose="perceptual loss")
+        load_perceptual_weights(self.perceptual, self.config.loss)
 
     def _prior(self) -> FeMaSRNet:
         if self.hrp is None:
@@ -444,10 +427,7 @@ class FeMaSRStage(Stage):
         return iter(m for m in modules if m is not None)
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        groups = {"g": [p for p in self.net("g").parameters() if p.requires_grad]}
-        if "d" in self.nets:
-            groups["d"] = list(self.net("d").parameters())
-        return groups
+        return gan_param_groups(self, (p for p in self.net("g").parameters() if p.requires_grad))
 
     def train_step(self, batch: dict[str, Tensor], ctx: StepContext) -> dict[str, float]:
         loss = self.config.loss
@@ -467,15 +447,10 @@ class FeMaSRStage(Stage):
             terms.update(self.extra_terms(batch, out))
             if "d" in self.nets:
                 terms["g_adv"] = loss.adversarial * generator_adversarial_loss(self, out.image)
-        total = torch.stack(list(terms.values())).sum()
-        ctx.backward_step(total, "g")
-        logs: dict[str, Tensor] = {
-            **terms,
-            "total": total,
-            "match_acc": (out.indices == gt_indices).float().mean(),
-        }
-        if "d" in self.nets:
-            logs.update(discriminator_step(self, ctx, hq, out.image))
+        match_acc = (out.indices == gt_indices).float().mean()
+        logs = gan_step(
+            self, ctx, terms, hq, out.image, d_step="d" in self.nets, logs={"match_acc": match_acc}
+        )
         return scalars(logs)
 
     @torch.no_grad()

@@ -1,21 +1,26 @@
-"""Small helpers every stage may use: freezing modules, logging scalars, exporting a net's state."""
+"""Small helpers every stage may use: freezing modules, logging scalars, exporting a net's state,
+and two stage bases (:class:`PixelLossStage`, :class:`SeededGeneratorStage`)."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from realsr_cli.engine.device import make_generator
 from realsr_cli.errors import WeightsError
+from realsr_cli.training.distributed import rank
 from realsr_cli.training.losses import PIXEL_LOSSES
 from realsr_cli.training.stage import Stage, StepContext
 
 __all__ = [
     "PixelLossStage",
+    "SeededGeneratorStage",
     "freeze",
+    "frozen_and_trained_state_dict",
     "net_state_dict",
     "params_frozen",
     "scalars",
@@ -77,6 +82,28 @@ def net_state_dict(net: nn.Module, state: Mapping[str, Tensor], *, what: str) ->
     return {k: state[k] for k in own}
 
 
+def frozen_and_trained_state_dict(
+    stage: Stage,
+    state: Mapping[str, Mapping[str, Tensor]],
+    whole: nn.Module,
+    trained: str,
+    *,
+    prefix: str = "",
+) -> dict[str, Tensor]:
+    """The state dict of ``whole`` (CPU copies) from a checkpoint's ``state`` alone, for a stage
+    that trains one part of a network and carries the rest as net ``frozen``: ``frozen``'s keys
+    as they are, then net ``trained``'s (EMA weights when on) with ``prefix``. A key of ``whole``
+    that neither covers is a programming error (:class:`WeightsError`)."""
+    frozen = net_state_dict(stage.net("frozen"), state["frozen"], what=stage.name)
+    part = net_state_dict(stage.net(trained), state[trained], what=stage.name)
+    sd = {k: v.detach().cpu().clone() for k, v in frozen.items()}
+    sd.update({prefix + k: v.detach().cpu().clone() for k, v in part.items()})
+    missing = set(whole.state_dict()) - set(sd)
+    if missing:
+        raise WeightsError(f"{stage.name}: export lacks {sorted(missing)[:3]}")
+    return sd
+
+
 class PixelLossStage(Stage):
     """A stage that trains one network with a pixel loss: ``pixel_weight * d(net(lq), hq)``.
 
@@ -101,3 +128,24 @@ class PixelLossStage(Stage):
     @torch.no_grad()
     def predict(self, lq: Tensor) -> Tensor:
         return self.net(self.net_name)(lq)
+
+
+class SeededGeneratorStage(Stage):
+    """A stage with its own CPU generator ``self.generator`` (synthetic degradations, timesteps,
+    noise), seeded ``run.seed + generator_offset + rank`` so that its stream differs from the data
+    pipeline's (seeded ``run.seed + rank`` too). Its state goes into every checkpoint
+    (:meth:`extra_state`), so a resume draws exactly what the uninterrupted run would have drawn.
+    """
+
+    generator_offset: ClassVar[int]
+
+    def __init__(self, config: Any, device: torch.device) -> None:
+        super().__init__(config, device)
+        self.generator = make_generator(config.run.seed + self.generator_offset + rank())
+
+    def extra_state(self) -> dict[str, object]:
+        return {"generator": self.generator.get_state()}
+
+    def load_extra_state(self, state: dict[str, object]) -> None:
+        if "generator" in state:
+            self.generator.set_state(state["generator"])  # type: ignore[arg-type]

@@ -2,9 +2,10 @@
 
 :class:`ReconstructionLossConfig` (L1, VGG perceptual/style, adversarial weight and the VGG
 weights: a file path or a registry id) is subclassed by stage loss sections; the VGG functions
-check (:func:`check_vgg_inputs`, in ``__init__``: refuse early when weights are missing), resolve
-(:func:`resolve_vgg_weights`: path or registry id -> file), read (:func:`read_vgg_state_dict`,
-:func:`load_vgg_weights`) and build (:func:`build_perceptual_loss`) them;
+check (:func:`check_vgg_inputs`, in ``__init__``: refuse early when weights are missing;
+:func:`perceptual_vgg_needs`), resolve (:func:`resolve_vgg_weights`: path or registry id -> file),
+read (:func:`read_vgg_state_dict`, :func:`load_vgg_weights`, :func:`load_perceptual_weights`) and
+build (:func:`build_perceptual_loss`) them;
 :func:`reconstruction_terms` computes the terms."""
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from torch import Tensor
 
 from realsr_cli.errors import ConfigError, WeightsError
+from realsr_cli.training.config import check_non_negative
 from realsr_cli.training.losses import (
     PerceptualLoss,
     VGGFeatureExtractor,
@@ -37,7 +39,9 @@ __all__ = [
     "VGG_REGISTRY_IDS",
     "build_perceptual_loss",
     "check_vgg_inputs",
+    "load_perceptual_weights",
     "load_vgg_weights",
+    "perceptual_vgg_needs",
     "read_vgg_state_dict",
     "reconstruction_terms",
     "ReconstructionLossConfig",
@@ -62,12 +66,6 @@ TORCHVISION_VGG_URLS: dict[str, str] = {
     "vgg16": "https://download.pytorch.org/models/vgg16-397923af.pth",
     "vgg19": "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
 }
-
-
-def _non_negative(where: str, **values: float) -> None:
-    for name, value in values.items():
-        if value < 0:
-            raise ConfigError(f"{where}.{name} must be >= 0, got {value}")
 
 
 @dataclass(frozen=True)
@@ -109,7 +107,7 @@ class ReconstructionLossConfig:
     allow_random_vgg: bool = False
 
     def __post_init__(self) -> None:
-        _non_negative(
+        check_non_negative(
             "loss",
             l1=self.l1,
             perceptual=self.perceptual,
@@ -127,7 +125,7 @@ class ReconstructionLossConfig:
                     f"{bad or '(none given)'}",
                     hint="use names like relu2_2, relu3_3, conv5_4 (conv = before the ReLU)",
                 )
-            _non_negative("loss.perceptual_layers", **self.perceptual_layers)
+            check_non_negative("loss.perceptual_layers", **self.perceptual_layers)
 
     @property
     def uses_perceptual(self) -> bool:
@@ -201,19 +199,30 @@ def resolve_vgg_weights(value: str, arch: str, *, key: str | None = None) -> Pat
     return path
 
 
-def check_vgg_inputs(loss: ReconstructionLossConfig, needs: Mapping[str, str]) -> None:
+def check_vgg_inputs(
+    loss: ReconstructionLossConfig, needs: Mapping[str, str] | None = None
+) -> None:
     """Refuse early (in a stage's ``__init__``, before any data is read) when a VGG has no weights.
 
     ``needs`` maps each VGG architecture the stage will build to what it is for, e.g.
-    ``{"vgg16": "perceptual loss", "vgg19": "semantic guidance"}``.
+    ``{"vgg16": "perceptual loss", "vgg19": "semantic guidance"}``; None: the perceptual loss's
+    alone (:func:`perceptual_vgg_needs`).
     """
     if loss.allow_random_vgg:
         return
+    if needs is None:
+        needs = perceptual_vgg_needs(loss)
     for arch, purpose in needs.items():
         value = loss.vgg_weights(arch)
         if not value:
             raise _missing_vgg_error(arch, purpose)
         _vgg_registry_entry(value, arch, f"loss.{arch}_weights")  # a registry id must be known (no download)
+
+
+def perceptual_vgg_needs(loss: ReconstructionLossConfig) -> dict[str, str]:
+    """The ``needs`` of :func:`check_vgg_inputs` for the perceptual/style loss alone:
+    ``{loss.perceptual_arch: "perceptual loss"}``, or empty when ``loss`` uses no VGG."""
+    return {loss.perceptual_arch: "perceptual loss"} if loss.uses_perceptual else {}
 
 
 def read_vgg_state_dict(path: str | Path) -> dict[str, Tensor]:
@@ -265,6 +274,15 @@ def load_vgg_weights(
     if not loss.allow_random_vgg:
         raise _missing_vgg_error(vgg.arch, purpose)
     log.warning("the %s runs on a RANDOM %s (loss.allow_random_vgg = true)", purpose, vgg.arch)
+
+
+def load_perceptual_weights(
+    perceptual: PerceptualLoss | None, loss: ReconstructionLossConfig
+) -> None:
+    """:func:`load_vgg_weights` into the VGG of ``perceptual`` (a stage's ``load_inputs``);
+    nothing when it is None (no perceptual loss)."""
+    if perceptual is not None:
+        load_vgg_weights(perceptual.vgg, loss, purpose="perceptual loss")
 
 
 def build_perceptual_loss(

@@ -73,7 +73,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from realsr_cli.engine.device import make_generator, randn
-from realsr_cli.errors import ConfigError, WeightsError
+from realsr_cli.errors import ConfigError
 from realsr_cli.models.ssr import SSRConfig, SSRNet
 from realsr_cli.training.config import (
     DataConfig,
@@ -82,6 +82,7 @@ from realsr_cli.training.config import (
     RunConfig,
     ScheduleConfig,
     StageConfigBase,
+    check_non_negative,
 )
 from realsr_cli.training.degradations.spatial import (
     SpatialBlurConfig,
@@ -89,8 +90,14 @@ from realsr_cli.training.degradations.spatial import (
     SpatiallyVariantBlur,
 )
 from realsr_cli.training.losses import l1_loss, mse_loss
-from realsr_cli.training.stage import Export, Stage, StepContext
-from realsr_cli.training.stages.helpers import freeze, net_state_dict, scalars
+from realsr_cli.training.stage import Export, StepContext
+from realsr_cli.training.stages.helpers import (
+    SeededGeneratorStage,
+    freeze,
+    frozen_and_trained_state_dict,
+    scalars,
+)
+from realsr_cli.training.stages.upstream import UpstreamInputs, load_upstream_parts
 
 log = logging.getLogger(__name__)
 
@@ -124,12 +131,6 @@ _PART_FIELDS: dict[str, tuple[str, ...]] = {
 
 
 # ------------------------------------------------------------------------------------- configs
-def _check_nonneg(where: str, **values: float) -> None:
-    for name, value in values.items():
-        if value < 0:
-            raise ConfigError(f"{where}.{name} must be >= 0, got {value}")
-
-
 @dataclass(frozen=True)
 class SSRKernelLossConfig:
     """``ssr-kernel`` loss (module docstring). ``kernel``: weight of the per-pixel kernel L1;
@@ -140,7 +141,7 @@ class SSRKernelLossConfig:
     kernel_depth: Literal["synthetic", "estimated"] = "synthetic"
 
     def __post_init__(self) -> None:
-        _check_nonneg("loss", kernel=self.kernel, depth=self.depth)
+        check_non_negative("loss", kernel=self.kernel, depth=self.depth)
         if self.kernel + self.depth <= 0:
             raise ConfigError("loss: kernel and depth weights are both 0")
 
@@ -170,7 +171,7 @@ class SSRLossConfig:
     sparsity_lr: float = 1e-4
 
     def __post_init__(self) -> None:
-        _check_nonneg("loss", sparsity_kernel=self.sparsity_kernel,
+        check_non_negative("loss", sparsity_kernel=self.sparsity_kernel,
                       sparsity_depth=self.sparsity_depth, sparsity_lr=self.sparsity_lr)
         if self.eps <= 0:
             raise ConfigError(f"loss.eps must be positive, got {self.eps}")
@@ -181,51 +182,35 @@ class SSRLossConfig:
                 "lr": self.sparsity_lr}
 
 
-def _require_input(stage: str, field: str, path: str, allow: bool, producer: str) -> None:
-    if path or allow:
-        return
-    random_field = field.replace("_weights", "")
-    raise ConfigError(
-        f"{stage}: inputs.{field} is not set; this stage builds on the output of the "
-        f"`{producer}` stage",
-        hint=(
-            f"train `{producer}` and export it (`realsr train export RUN -o {producer}.safetensors`"
-            f"), then set inputs.{field} = \"PATH\" in the config or --set inputs.{field}=PATH "
-            f"(inputs.allow_random_{random_field} = true is for smoke tests only)"
-        ),
+class _SSRUpstreamInputs(UpstreamInputs):
+    export_hint = (
+        "train `{producer}` and export it (`realsr train export RUN -o {producer}.safetensors`), "
+        "then set "
     )
 
 
 @dataclass(frozen=True)
-class SSRNBSRInputsConfig:
+class SSRNBSRInputsConfig(_SSRUpstreamInputs):
     """``kernel_weights``: an ``ssr-kernel`` export (any ``ssr`` file); its depth head and DKENet
     are loaded and frozen. ``allow_random_kernel``: random ones instead (tests only)."""
+
+    weights_field = "kernel_weights"
+    producer = "ssr-kernel"
 
     kernel_weights: str = ""
     allow_random_kernel: bool = False
 
-    def path(self) -> str:
-        return self.kernel_weights
-
-    def require(self, stage: str) -> None:
-        _require_input(stage, "kernel_weights", self.kernel_weights, self.allow_random_kernel,
-                       "ssr-kernel")
-
 
 @dataclass(frozen=True)
-class SSRInputsConfig:
+class SSRInputsConfig(_SSRUpstreamInputs):
     """``nbsr_weights``: an ``ssr-nbsr`` export (any ``ssr`` file); its depth head, DKENet and
     NBSR are loaded and frozen. ``allow_random_nbsr``: random ones instead (tests only)."""
 
+    weights_field = "nbsr_weights"
+    producer = "ssr-nbsr"
+
     nbsr_weights: str = ""
     allow_random_nbsr: bool = False
-
-    def path(self) -> str:
-        return self.nbsr_weights
-
-    def require(self, stage: str) -> None:
-        _require_input(stage, "nbsr_weights", self.nbsr_weights, self.allow_random_nbsr,
-                       "ssr-nbsr")
 
 
 def _check_common(data: DataConfig, model: SSRConfig, where: str, multiple: int = 1) -> None:
@@ -356,55 +341,26 @@ class _DenoiserNet(SSRParts):
         return eps, torch.stack([l1["kernel"], l1["depth"], l1["lr"]]).float()
 
 
-def _rank() -> int:
-    dist = torch.distributed
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
-def _config_differences(theirs: SSRConfig, ours: SSRConfig, parts: Sequence[str]) -> list[str]:
-    names = sorted({f for p in parts for f in _PART_FIELDS[p]})
-    return [
-        f"model.{name}: file {getattr(theirs, name)!r}, config {getattr(ours, name)!r}"
-        for name in names
-        if getattr(theirs, name) != getattr(ours, name)
-    ]
-
-
 def load_parts(
     model: SSRNet, path: str, parts: Sequence[str], *, stage: str, producer: str, field: str
 ) -> None:
     """Copy ``parts`` of the ``ssr`` file at ``path`` into ``model`` (configs checked first)."""
-    from realsr_cli.registry.loader import load_weights
-
     p = Path(path)
     if not p.is_file():
         raise ConfigError(
             f"{stage}: inputs.{field} not found: {p}",
             hint=f"point it at the export of a `{producer}` run",
         )
-    spec, config, src = load_weights(p)
-    if spec.name != ARCH:
-        raise WeightsError(
-            f"{p.name} holds a {spec.name!r} network; {stage} needs an ssr file",
-            hint=f"use the export of a `{producer}` run",
-        )
-    diff = _config_differences(config, model.config, parts)
-    if diff:
-        raise ConfigError(
-            f"{stage}: {p.name} does not fit the [model] section: " + "; ".join(diff),
-            hint=f"set [model] to the values of the `{producer}` run that made {p.name}",
-        )
-    prefixes = tuple(f"{part}." for part in parts)
-    theirs = src.state_dict()
-    with torch.no_grad():
-        for key, value in model.state_dict().items():
-            if key.startswith(prefixes):
-                value.copy_(theirs[key])
-    log.info("%s: loaded %s from %s", stage, ", ".join(parts), p.name)
+    load_upstream_parts(
+        model, p, arch=ARCH, file_kind="an ssr file", parts=parts,
+        prefixes=tuple(f"{part}." for part in parts),
+        fields=sorted({f for part in parts for f in _PART_FIELDS[part]}),
+        stage=stage, producer=producer,
+    )
 
 
 # -------------------------------------------------------------------------------------- stages
-class _SSRStageBase(Stage):
+class _SSRStageBase(SeededGeneratorStage):
     """Shared machinery: ``self.model`` (a seeded :class:`SSRNet`), one trained net (``_trained``
     parts, net name ``_net``) and ``frozen`` (every other part, no gradients), the stage generator
     and the synthetic degradation."""
@@ -416,6 +372,7 @@ class _SSRStageBase(Stage):
     _consumes: ClassVar[tuple[str, ...]] = ()
     _producer: ClassVar[str] = ""
     _input_field: ClassVar[str] = ""
+    generator_offset = _SEED_OFFSET
 
     def __init__(self, config, device: torch.device) -> None:
         super().__init__(config, device)
@@ -431,7 +388,6 @@ class _SSRStageBase(Stage):
         self.nets["frozen"] = freeze(SSRParts(self.model, others))
         k = config.model.dkenet.kernel_size
         self.degrade = SpatiallyVariantBlur(config.degradation, k, config.model.scale)
-        self.generator = make_generator(config.run.seed + _SEED_OFFSET + _rank())
         self._loaded = False
 
     def load_inputs(self) -> None:
@@ -459,20 +415,8 @@ class _SSRStageBase(Stage):
     def export(self, state: dict[str, dict[str, Tensor]]) -> Export:
         """The complete ``ssr`` network from ``state`` alone: ``frozen`` as is + the trained net
         (EMA weights when on)."""
-        frozen = net_state_dict(self.net("frozen"), state["frozen"], what=self.name)
-        trained = net_state_dict(self.net(self._net), state[self._net], what=self.name)
-        sd = {k: v.detach().cpu().clone() for k, v in {**frozen, **trained}.items()}
-        missing = set(self.model.state_dict()) - set(sd)
-        if missing:  # a programming error: trained + frozen must cover the network
-            raise WeightsError(f"{self.name}: export lacks {sorted(missing)[:3]}")
+        sd = frozen_and_trained_state_dict(self, state, self.model, self._net)
         return Export(ARCH, self.config.model, sd)
-
-    def extra_state(self) -> dict[str, object]:
-        return {"generator": self.generator.get_state()}
-
-    def load_extra_state(self, state: dict[str, object]) -> None:
-        if "generator" in state:
-            self.generator.set_state(state["generator"])  # type: ignore[arg-type]
 
 
 class SSRKernelStage(_SSRStageBase):

@@ -83,8 +83,14 @@ from realsr_cli.training.config import (
     StageConfigBase,
 )
 from realsr_cli.training.losses import VGGFeatureExtractor, mse_loss
-from realsr_cli.training.stage import Export, Stage, StepContext
-from realsr_cli.training.stages.helpers import PixelLossStage, freeze, net_state_dict, scalars
+from realsr_cli.training.stage import Export, StepContext
+from realsr_cli.training.stages.helpers import (
+    PixelLossStage,
+    SeededGeneratorStage,
+    freeze,
+    net_state_dict,
+    scalars,
+)
 from realsr_cli.training.stages.reconstruction import (
     LPIPS_VGG16_LAYERS,
     check_vgg_inputs,
@@ -430,12 +436,7 @@ class UPSRTrainInputs:
     lq_cond: Tensor
 
 
-def _rank() -> int:
-    dist = torch.distributed
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
-class UPSRStage(Stage):
+class UPSRStage(SeededGeneratorStage):
     """The UPSR denoiser on a frozen g (Algorithm 1, module docstring).
 
     Nets/optimizers: ``denoiser`` (``SwinUNet``, EMA'd). Frozen: g (``self.model.aux``, loaded in
@@ -450,6 +451,7 @@ class UPSRStage(Stage):
     config_cls = UPSRStageConfig
     ema_net = "denoiser"
     export_is_complete: ClassVar[bool] = True
+    generator_offset = _NOISE_SEED_OFFSET
 
     def __init__(self, config: UPSRStageConfig, device: torch.device) -> None:
         super().__init__(config, device)
@@ -470,7 +472,6 @@ class UPSRStage(Stage):
             self.lpips = LPIPSStyleLoss(
                 base_width=loss.vgg_base_width, allow_random_weights=loss.allow_random_vgg
             ).to(device)
-        self.generator = make_generator(config.run.seed + _NOISE_SEED_OFFSET + _rank())
 
     def _load_aux(self) -> None:
         """Load g from ``inputs.aux_weights`` once (a random g, seeded by ``run.seed``, stays)."""
@@ -563,10 +564,3 @@ class UPSRStage(Stage):
         sd = {DENOISER_PREFIX + k: v for k, v in den.items()}
         sd.update({AUX_PREFIX + k: v for k, v in self.model.aux.state_dict().items()})
         return Export("upsr", self.config.model, sd)
-
-    def extra_state(self) -> dict[str, object]:
-        return {"generator": self.generator.get_state()}
-
-    def load_extra_state(self, state: dict[str, object]) -> None:
-        if "generator" in state:
-            self.generator.set_state(state["generator"])  # type: ignore[arg-type]

@@ -9,22 +9,20 @@ import torch
 from torch import Tensor, nn
 
 from realsr_cli.training.stage import Export, StepContext
-from realsr_cli.training.stages.adversarial import (
-    build_discriminator,
-    discriminator_step,
-)
+from realsr_cli.training.stages.adversarial import build_discriminator
 from realsr_cli.training.stages.helpers import scalars
 from realsr_cli.training.stages.realsrt.config import RealSRTCCMStageConfig
 from realsr_cli.training.stages.realsrt.parts import (
     CCMNet,
     FrozenBaseStage,
+    adversarial_step,
     adversarial_terms,
     image_terms,
 )
 from realsr_cli.training.stages.reconstruction import (
     build_perceptual_loss,
     check_vgg_inputs,
-    load_vgg_weights,
+    load_perceptual_weights,
 )
 
 log = logging.getLogger(__name__)
@@ -50,9 +48,7 @@ class RealSRTCCMStage(FrozenBaseStage):
     def __init__(self, config: RealSRTCCMStageConfig, device: torch.device) -> None:
         super().__init__(config, device)
         loss = config.loss
-        check_vgg_inputs(
-            loss, {loss.perceptual_arch: "perceptual loss"} if loss.uses_perceptual else {}
-        )
+        check_vgg_inputs(loss)
         self._register(CCMNet(self.base))
         self.perceptual = build_perceptual_loss(loss, device)
         if loss.adversarial > 0:
@@ -60,8 +56,7 @@ class RealSRTCCMStage(FrozenBaseStage):
 
     def load_inputs(self) -> None:
         super().load_inputs()
-        if self.perceptual is not None:
-            load_vgg_weights(self.perceptual.vgg, self.config.loss, purpose="perceptual loss")
+        load_perceptual_weights(self.perceptual, self.config.loss)
 
     def frozen(self) -> Iterator[nn.Module]:
         yield from super().frozen()
@@ -88,15 +83,7 @@ class RealSRTCCMStage(FrozenBaseStage):
             extra = adversarial_terms(
                 self, ctx, sr, nll, loss, lambda: self.net("g").zero_out.weight
             )
-        weight = extra.pop("adv_weight", None)
-        terms.update(extra)
-        total = torch.stack(list(terms.values())).sum()
-        ctx.backward_step(total, "g")
-        logs: dict[str, Tensor] = {**terms, "total": total}
-        if weight is not None:
-            logs["adv_weight"] = weight
-            logs.update(discriminator_step(self, ctx, hq, sr))
-        return scalars(logs)
+        return scalars(adversarial_step(self, ctx, terms, extra, hq, sr))
 
     @torch.no_grad()
     def predict(self, lq: Tensor) -> Tensor:

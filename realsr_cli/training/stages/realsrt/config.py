@@ -20,6 +20,7 @@ from realsr_cli.training.discriminators import UNetDiscriminatorConfig
 from realsr_cli.training.stages.reconstruction import (
     ReconstructionLossConfig,
 )
+from realsr_cli.training.stages.upstream import UpstreamInputs
 
 log = logging.getLogger(__name__)
 
@@ -126,72 +127,45 @@ class RealSRTCriticLossConfig:
             raise ConfigError(f"loss.temperature must be positive, got {self.temperature}")
 
 
-def _require_input(stage: str, field: str, path: str, allow: bool, producer: str) -> None:
-    if path or allow:
-        return
-    random_field = field.replace("_weights", "")
-    raise ConfigError(
-        f"{stage}: inputs.{field} is not set; this stage builds on the output of the "
-        f"`{producer}` stage",
-        hint=(
-            f"train `{producer}` and pass its export (a realsrt .safetensors): set "
-            f"inputs.{field} = \"PATH\" in the config or --set inputs.{field}=PATH "
-            f"(inputs.allow_random_{random_field} = true is for smoke tests only)"
-        ),
-    )
+class _RealSRTUpstreamInputs(UpstreamInputs):
+    export_hint = "train `{producer}` and pass its export (a realsrt .safetensors): set "
 
 
 @dataclass(frozen=True)
-class RealSRTGeneratorInputsConfig:
+class RealSRTGeneratorInputsConfig(_RealSRTUpstreamInputs):
     """``vqgan_weights``: the export of a ``realsrt-vqgan`` run (or any realsrt file); its
     tokenizer ``vae.*`` is loaded and frozen. ``allow_random_vqgan``: a random tokenizer instead
     (tests and smoke runs only)."""
 
+    weights_field = "vqgan_weights"
+    producer = "realsrt-vqgan"
+
     vqgan_weights: str = ""
     allow_random_vqgan: bool = False
 
-    def path(self) -> str:
-        return self.vqgan_weights
-
-    def require(self, stage: str) -> None:
-        _require_input(
-            stage, "vqgan_weights", self.vqgan_weights, self.allow_random_vqgan, "realsrt-vqgan"
-        )
-
 
 @dataclass(frozen=True)
-class RealSRTCriticInputsConfig:
+class RealSRTCriticInputsConfig(_RealSRTUpstreamInputs):
     """``generator_weights``: the export of a ``realsrt-generator`` run; its tokenizer and
     generator are loaded and frozen. ``allow_random_generator``: random ones (tests only)."""
+
+    weights_field = "generator_weights"
+    producer = "realsrt-generator"
 
     generator_weights: str = ""
     allow_random_generator: bool = False
 
-    def path(self) -> str:
-        return self.generator_weights
-
-    def require(self, stage: str) -> None:
-        _require_input(
-            stage, "generator_weights", self.generator_weights, self.allow_random_generator,
-            "realsrt-generator",
-        )
-
 
 @dataclass(frozen=True)
-class RealSRTCCMInputsConfig:
+class RealSRTCCMInputsConfig(_RealSRTUpstreamInputs):
     """``critic_weights``: the export of a ``realsrt-critic`` run; tokenizer, generator and critic
     are loaded and frozen. ``allow_random_critic``: random ones (tests only)."""
 
+    weights_field = "critic_weights"
+    producer = "realsrt-critic"
+
     critic_weights: str = ""
     allow_random_critic: bool = False
-
-    def path(self) -> str:
-        return self.critic_weights
-
-    def require(self, stage: str) -> None:
-        _require_input(
-            stage, "critic_weights", self.critic_weights, self.allow_random_critic, "realsrt-critic"
-        )
 
 
 def _check_token_data(data: DataConfig, model: RealSRTConfig, where: str) -> None:

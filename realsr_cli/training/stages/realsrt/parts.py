@@ -12,20 +12,23 @@ from torch import Tensor, nn
 
 from realsr_cli.diffusion.masking import MaskSchedule
 from realsr_cli.engine.tiling import REALSRT_SIGMA, tiled_forward
-from realsr_cli.errors import ConfigError, UsageError, WeightsError
+from realsr_cli.errors import UsageError
 from realsr_cli.models.realsrt import RealSRTConfig, RealSRTNet
 from realsr_cli.models.realsrt.transformer import TokenTransformer
 from realsr_cli.models.realsrt.vqgan import VQGAN
 from realsr_cli.training.losses import PerceptualLoss, mse_loss
 from realsr_cli.training.stage import Export, Stage, StepContext
 from realsr_cli.training.stages.adversarial import (
+    gan_param_groups,
+    gan_step,
     generator_adversarial_loss,
 )
-from realsr_cli.training.stages.helpers import net_state_dict
+from realsr_cli.training.stages.helpers import frozen_and_trained_state_dict
 from realsr_cli.training.stages.realsrt.config import ARCH, PART_PREFIXES, RealSRTImageLossConfig
 from realsr_cli.training.stages.reconstruction import (
     reconstruction_terms,
 )
+from realsr_cli.training.stages.upstream import load_upstream_parts
 
 log = logging.getLogger(__name__)
 
@@ -182,48 +185,23 @@ def assemble_state_dict(
     return {k: v.detach().clone() for k, v in net.state_dict().items()}
 
 
-def _part_differences(
-    theirs: RealSRTConfig, ours: RealSRTConfig, parts: tuple[str, ...]
-) -> list[str]:
+def _part_fields(parts: tuple[str, ...]) -> list[str]:
+    """The [model] fields a file must share with the config for ``parts`` to fit."""
     names = ["tokenizer"]
     if "generator" in parts or "critic" in parts:
         names += ["scale", "lr_patch"]
-    names += [p for p in ("generator", "critic") if p in parts]
-    return [
-        f"model.{name}: file {getattr(theirs, name)!r}, config {getattr(ours, name)!r}"
-        for name in names
-        if getattr(theirs, name) != getattr(ours, name)
-    ]
+    return names + [p for p in ("generator", "critic") if p in parts]
 
 
 def _load_parts(
     net: RealSRTNet, path: str, parts: tuple[str, ...], *, stage: str, producer: str
 ) -> None:
     """Copy the ``parts`` of the realsrt file at ``path`` into ``net`` (shapes checked first)."""
-    from pathlib import Path
-
-    from realsr_cli.registry.loader import load_weights
-
-    name = Path(path).name
-    spec, config, src = load_weights(path)
-    if spec.name != ARCH:
-        raise WeightsError(
-            f"{name} holds a {spec.name!r} network; {stage} needs a realsrt file",
-            hint=f"use the export of a `{producer}` run",
-        )
-    diff = _part_differences(config, net.config, parts)
-    if diff:
-        raise ConfigError(
-            f"{stage}: {name} does not fit the [model] section: " + "; ".join(diff),
-            hint=f"set the [model] section to the values of the `{producer}` run that made {name}",
-        )
-    prefixes = tuple(p for part in parts for p in PART_PREFIXES[part])
-    theirs = src.state_dict()
-    with torch.no_grad():
-        for key, value in net.state_dict().items():
-            if key.startswith(prefixes):
-                value.copy_(theirs[key])
-    log.info("%s: loaded %s from %s", stage, ", ".join(parts), name)
+    load_upstream_parts(
+        net, path, arch=ARCH, file_kind="a realsrt file", parts=parts,
+        prefixes=tuple(p for part in parts for p in PART_PREFIXES[part]),
+        fields=_part_fields(parts), stage=stage, producer=producer,
+    )
 
 
 @torch.no_grad()
@@ -285,6 +263,25 @@ def adversarial_terms(
         else g_adv.new_ones(())
     )
     return {"g_adv": loss.adversarial * weight * g_adv, "adv_weight": weight}
+
+
+def adversarial_step(
+    stage: Stage,
+    ctx: StepContext,
+    terms: dict[str, Tensor],
+    extra: dict[str, Tensor],
+    real: Tensor,
+    fake: Tensor,
+    *,
+    logs: Mapping[str, Tensor | float] | None = None,
+) -> dict[str, Tensor | float]:
+    """:func:`gan_step` for the tokenizer and CCM stages: ``extra`` is what
+    :func:`adversarial_terms` returned; its ``g_adv`` joins ``terms``, and when present (the
+    adversarial phase) ``adv_weight`` is logged after ``logs`` and the D step runs."""
+    extra = dict(extra)
+    weight = extra.pop("adv_weight", None)
+    more = {**(logs or {}), **({} if weight is None else {"adv_weight": weight})}
+    return gan_step(stage, ctx, {**terms, **extra}, real, fake, d_step=weight is not None, logs=more)
 
 
 
@@ -353,10 +350,7 @@ class FrozenBaseStage(Stage):
         return iter(self.net("frozen").children())
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        groups = {"g": [p for p in self.net("g").parameters() if p.requires_grad]}
-        if "d" in self.nets:
-            groups["d"] = list(self.net("d").parameters())
-        return groups
+        return gan_param_groups(self, (p for p in self.net("g").parameters() if p.requires_grad))
 
     # --------------------------------------------------------------- helpers
     @torch.no_grad()
@@ -385,11 +379,5 @@ class FrozenBaseStage(Stage):
     def _export(self, prefix: str, state: dict[str, dict[str, Tensor]]) -> Export:
         """The whole network from ``state`` alone: ``frozen`` as is, ``g`` under ``prefix`` (its
         frozen token embedding too: an EMA of a constant stays bit-identical)."""
-        frozen = net_state_dict(self.net("frozen"), state["frozen"], what=self.name)
-        trained = net_state_dict(self.net("g"), state["g"], what=self.name)
-        sd = {k: v.detach().cpu().clone() for k, v in frozen.items()}
-        sd.update({prefix + k: v.detach().cpu().clone() for k, v in trained.items()})
-        missing = set(self.base.state_dict()) - set(sd)
-        if missing:  # a programming error: g + frozen must cover the network
-            raise WeightsError(f"{self.name}: export lacks {sorted(missing)[:3]}")
+        sd = frozen_and_trained_state_dict(self, state, self.base, "g", prefix=prefix)
         return Export(ARCH, self.config.model, sd)

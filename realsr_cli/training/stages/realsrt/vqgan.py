@@ -14,7 +14,7 @@ from realsr_cli.training.losses import mse_loss
 from realsr_cli.training.stage import Export, Stage, StepContext
 from realsr_cli.training.stages.adversarial import (
     build_discriminator,
-    discriminator_step,
+    gan_param_groups,
 )
 from realsr_cli.training.stages.helpers import net_state_dict, scalars
 from realsr_cli.training.stages.realsrt.config import (
@@ -24,6 +24,7 @@ from realsr_cli.training.stages.realsrt.config import (
 )
 from realsr_cli.training.stages.realsrt.parts import (
     VQGANTrainingNet,
+    adversarial_step,
     adversarial_terms,
     assemble_state_dict,
     image_terms,
@@ -31,7 +32,7 @@ from realsr_cli.training.stages.realsrt.parts import (
 from realsr_cli.training.stages.reconstruction import (
     build_perceptual_loss,
     check_vgg_inputs,
-    load_vgg_weights,
+    load_perceptual_weights,
 )
 
 log = logging.getLogger(__name__)
@@ -55,9 +56,7 @@ class RealSRTVQGANStage(Stage):
     def __init__(self, config: RealSRTVQGANStageConfig, device: torch.device) -> None:
         super().__init__(config, device)
         loss = config.loss
-        check_vgg_inputs(
-            loss, {loss.perceptual_arch: "perceptual loss"} if loss.uses_perceptual else {}
-        )
+        check_vgg_inputs(loss)
         ema = loss.codebook_decay if loss.codebook_update == "ema" else None
         self.nets["g"] = VQGANTrainingNet(
             VQGAN(config.model.tokenizer), ema_decay=ema, restart_unused=loss.restart_unused_codes
@@ -67,17 +66,13 @@ class RealSRTVQGANStage(Stage):
             self.nets["d"] = build_discriminator(config.discriminator, device)
 
     def load_inputs(self) -> None:
-        if self.perceptual is not None:
-            load_vgg_weights(self.perceptual.vgg, self.config.loss, purpose="perceptual loss")
+        load_perceptual_weights(self.perceptual, self.config.loss)
 
     def frozen(self) -> Iterator[nn.Module]:
         return iter([self.perceptual] if self.perceptual is not None else [])
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        groups = {"g": [p for p in self.net("g").parameters() if p.requires_grad]}
-        if "d" in self.nets:
-            groups["d"] = list(self.net("d").parameters())
-        return groups
+        return gan_param_groups(self, (p for p in self.net("g").parameters() if p.requires_grad))
 
     def train_step(self, batch: dict[str, Tensor], ctx: StepContext) -> dict[str, float]:
         loss = self.config.loss
@@ -93,18 +88,9 @@ class RealSRTVQGANStage(Stage):
             extra = adversarial_terms(
                 self, ctx, out.image, nll, loss, lambda: self.net("g").last_layer
             )
-        weight = extra.pop("adv_weight", None)
-        terms.update(extra)
-        total = torch.stack(list(terms.values())).sum()
-        ctx.backward_step(total, "g")
         k = self.config.model.tokenizer.n_embed
-        logs: dict[str, Tensor | float] = {
-            **terms, "total": total, "usage": out.ids.unique().numel() / k,
-        }
-        if weight is not None:
-            logs["adv_weight"] = weight
-            logs.update(discriminator_step(self, ctx, hq, out.image))
-        return scalars(logs)
+        usage = {"usage": out.ids.unique().numel() / k}
+        return scalars(adversarial_step(self, ctx, terms, extra, hq, out.image, logs=usage))
 
     @torch.no_grad()
     def predict(self, lq: Tensor) -> Tensor:
