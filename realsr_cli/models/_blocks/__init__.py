@@ -10,6 +10,11 @@
 - ``rrdb``: ESRGAN's residual-in-residual dense block (SSR's NBSR).
 - ``pad``: symmetric (edge-repeating) mirror padding (FeMaSR's ``test()`` padding, MATLAB's border).
 - ``tracing``: value-preserving settings for ONNX tracing (the ``ExportOverrides`` capability).
+- ``upscaler``: the engine's model contract, ``upscale(lq, *, generator, steps, noise)``, in one
+  base class (``Upscaler``; ``DeterministicUpscaler`` for models that ignore the sampling inputs).
+- ``sampling``: what the diffusion samplers share (UPSR, SSR): padded size, initial noise, timesteps.
+- ``state_dict``: reading configs back from state dicts (key indices and shapes) and the refusal of
+  methods without an official checkpoint format.
 
 Attribute names follow the official checkpoints that use these layers, because state-dict keys are
 public API (STYLE.md §2).

@@ -9,6 +9,8 @@ All blocks take and return (B,C,H,W) feature maps of any float dtype.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -27,12 +29,47 @@ __all__ = [
     "upsample2x_conv3x3",
 ]
 
-#: normalisations understood by :class:`Norm2d`
-NORM_TYPES = ("gn", "bn", "in", "none")
-#: activations understood by :class:`Activation`
-ACT_TYPES = ("silu", "relu", "leakyrelu", "prelu", "gelu", "none")
 #: group count of the ``"gn"`` normalisation (channel widths must be multiples of it)
 GROUPNORM_GROUPS = 32
+
+
+def _group_norm(channels: int) -> nn.Module:
+    if channels % GROUPNORM_GROUPS:
+        raise ConfigError(
+            f"GroupNorm needs a channel count divisible by {GROUPNORM_GROUPS}, got {channels}"
+        )
+    return nn.GroupNorm(GROUPNORM_GROUPS, channels, eps=1e-6, affine=True)
+
+
+#: :class:`Norm2d`'s normalisations: name -> module for a channel count
+_NORMS: dict[str, Callable[[int], nn.Module]] = {
+    "gn": _group_norm,
+    "bn": nn.BatchNorm2d,
+    "in": lambda channels: nn.InstanceNorm2d(channels, affine=False),
+    "none": lambda channels: nn.Identity(),
+}
+#: :class:`Activation`'s activations: name -> module for a channel count
+_ACTS: dict[str, Callable[[int], nn.Module]] = {
+    "silu": lambda channels: nn.SiLU(),
+    "relu": lambda channels: nn.ReLU(),
+    "leakyrelu": lambda channels: nn.LeakyReLU(0.2),
+    "prelu": nn.PReLU,
+    "gelu": lambda channels: nn.GELU(),
+    "none": lambda channels: nn.Identity(),
+}
+#: normalisations understood by :class:`Norm2d`
+NORM_TYPES = tuple(_NORMS)
+#: activations understood by :class:`Activation`
+ACT_TYPES = tuple(_ACTS)
+
+
+def _by_name(
+    table: Mapping[str, Callable[[int], nn.Module]], name: str, channels: int, what: str
+) -> nn.Module:
+    make = table.get(name)
+    if make is None:
+        raise ConfigError(f"unknown {what} {name!r}", hint=f"use one of {', '.join(table)}")
+    return make(channels)
 
 
 class Norm2d(nn.Module):
@@ -44,23 +81,7 @@ class Norm2d(nn.Module):
 
     def __init__(self, channels: int, norm_type: str = "gn") -> None:
         super().__init__()
-        norm_type = norm_type.lower()
-        if norm_type == "gn":
-            if channels % GROUPNORM_GROUPS:
-                raise ConfigError(
-                    f"GroupNorm needs a channel count divisible by {GROUPNORM_GROUPS}, got {channels}"
-                )
-            self.norm: nn.Module = nn.GroupNorm(GROUPNORM_GROUPS, channels, eps=1e-6, affine=True)
-        elif norm_type == "bn":
-            self.norm = nn.BatchNorm2d(channels)
-        elif norm_type == "in":
-            self.norm = nn.InstanceNorm2d(channels, affine=False)
-        elif norm_type == "none":
-            self.norm = nn.Identity()
-        else:
-            raise ConfigError(
-                f"unknown norm type {norm_type!r}", hint=f"use one of {', '.join(NORM_TYPES)}"
-            )
+        self.norm = _by_name(_NORMS, norm_type.lower(), channels, "norm type")
 
     def forward(self, x: Tensor) -> Tensor:
         return self.norm(x)
@@ -71,23 +92,7 @@ class Activation(nn.Module):
 
     def __init__(self, channels: int, act_type: str = "silu") -> None:
         super().__init__()
-        act_type = act_type.lower()
-        if act_type == "silu":
-            self.func: nn.Module = nn.SiLU()
-        elif act_type == "relu":
-            self.func = nn.ReLU()
-        elif act_type == "leakyrelu":
-            self.func = nn.LeakyReLU(0.2)
-        elif act_type == "prelu":
-            self.func = nn.PReLU(channels)
-        elif act_type == "gelu":
-            self.func = nn.GELU()
-        elif act_type == "none":
-            self.func = nn.Identity()
-        else:
-            raise ConfigError(
-                f"unknown activation {act_type!r}", hint=f"use one of {', '.join(ACT_TYPES)}"
-            )
+        self.func = _by_name(_ACTS, act_type.lower(), channels, "activation")
 
     def forward(self, x: Tensor) -> Tensor:
         return self.func(x)

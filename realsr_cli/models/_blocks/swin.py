@@ -14,7 +14,7 @@ attn.relative_position_index,norm2,mlp.fc1,mlp.fc2,attn_mask}`` and ``conv``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -238,30 +238,12 @@ class SwinBlock(nn.Module):
 
 
 class SwinStage(nn.Module):
-    """``depth`` Swin blocks alternating W-MSA and SW-MSA (shift = window // 2). (B,H,W,C) -> same."""
+    """Swin blocks applied in order, (B,H,W,C) -> same (keys ``blocks.{i}``; :class:`RSTB` builds
+    them)."""
 
-    def __init__(
-        self,
-        dim: int,
-        depth: int,
-        num_heads: int,
-        window_size: int,
-        *,
-        input_resolution: tuple[int, int],
-        mlp_ratio: float = 4.0,
-    ) -> None:
+    def __init__(self, blocks: Iterable[SwinBlock]) -> None:
         super().__init__()
-        self.blocks = nn.ModuleList(
-            SwinBlock(
-                dim,
-                num_heads,
-                window_size,
-                shift_size=window_size // 2 if i % 2 else 0,
-                input_resolution=input_resolution,
-                mlp_ratio=mlp_ratio,
-            )
-            for i in range(depth)
-        )
+        self.blocks = nn.ModuleList(blocks)
 
     def forward(self, x: Tensor) -> Tensor:
         for block in self.blocks:
@@ -270,7 +252,8 @@ class SwinStage(nn.Module):
 
 
 class RSTB(nn.Module):
-    """Residual Swin Transformer Block (SwinIR Sec. 3.2): ``x + conv3x3(SwinStage(x))``.
+    """Residual Swin Transformer Block (SwinIR Sec. 3.2): ``x + conv3x3(SwinStage(x))``, the stage
+    ``depth`` Swin blocks alternating W-MSA and SW-MSA (shift = window // 2).
 
     ``input_resolution`` only fixes the shifted-window mask stored with the weights; any map whose
     sides are multiples of the window runs. (B,C,H,W) -> (B,C,H,W).
@@ -289,7 +272,15 @@ class RSTB(nn.Module):
         super().__init__()
         res = (int(input_resolution[0]), int(input_resolution[1]))
         self.residual_group = SwinStage(
-            dim, depth, num_heads, window_size, input_resolution=res, mlp_ratio=mlp_ratio
+            SwinBlock(
+                dim,
+                num_heads,
+                window_size,
+                shift_size=window_size // 2 if i % 2 else 0,
+                input_resolution=res,
+                mlp_ratio=mlp_ratio,
+            )
+            for i in range(depth)
         )
         self.conv = nn.Conv2d(dim, dim, 3, padding=1)
 

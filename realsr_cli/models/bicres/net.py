@@ -13,10 +13,10 @@ State-dict keys (``depth = D``)::
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from realsr_cli.models._blocks.upscaler import DeterministicUpscaler
 from realsr_cli.models.bicres.config import BicResConfig
 
 __all__ = ["BicResNet", "upsample_base"]
@@ -38,7 +38,7 @@ def upsample_base(lq: Tensor, scale: int, mode: str = "bicubic") -> Tensor:
     return F.interpolate(lq, scale_factor=scale, mode="bicubic", align_corners=False)
 
 
-class BicResNet(nn.Module):
+class BicResNet(DeterministicUpscaler):
     """Bicubic plus a learned correction.
 
     ``forward(lq)``/``upscale(lq)``: ``lq`` (B,3,H,W) float in [0,1], any H, W >= 1 ->
@@ -80,14 +80,6 @@ class BicResNet(nn.Module):
             res = res.to(base.dtype)
         return base + res
 
-    @torch.no_grad()
-    def upscale(
-        self,
-        lq: Tensor,
-        *,
-        generator: torch.Generator | None = None,
-        steps: int | None = None,
-        noise: Tensor | None = None,
-    ) -> Tensor:
-        """The engine's entry point (``registry/archs.py`` contract); generator/steps/noise unused."""
+    def _upscale_lq(self, lq: Tensor) -> Tensor:
+        """:meth:`upscale`'s part: :meth:`forward`."""
         return self(lq)

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from torch import Tensor
 
 from realsr_cli.errors import ConfigError, WeightsError
+from realsr_cli.models._blocks.state_dict import key_indices, key_shape
 from realsr_cli.models.femasr.config import FeMaSRConfig
 
 __all__ = ["TRAINING_ONLY_PREFIXES", "convert_official_state_dict", "config_from_state_dict"]
@@ -39,22 +40,8 @@ def convert_official_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, T
     return {k: v for k, v in state_dict.items() if not k.startswith(TRAINING_ONLY_PREFIXES)}
 
 
-def _indices(state_dict: Mapping[str, Tensor], prefix: str) -> list[int]:
-    """Sorted distinct integers ``i`` of keys ``<prefix><i>.<...>``."""
-    found = set()
-    for key in state_dict:
-        if key.startswith(prefix):
-            head = key[len(prefix) :].split(".", 1)[0]
-            if head.isdigit():
-                found.add(int(head))
-    return sorted(found)
-
-
 def _shape(state_dict: Mapping[str, Tensor], key: str) -> tuple[int, ...]:
-    try:
-        return tuple(state_dict[key].shape)
-    except KeyError:
-        raise WeightsError(f"FeMaSR state dict lacks {key!r}", hint=_HINT_CONVERT) from None
+    return key_shape(state_dict, key, model="FeMaSR", hint=_HINT_CONVERT)
 
 
 def _swin_position(key: str) -> tuple[int, int, int] | None:
@@ -130,14 +117,14 @@ def config_from_state_dict(
     ``scale`` (e.g. from ``--scale``) must agree with the inferred one; it is only needed when the
     state dict has no encoder stages to count. Raises :class:`WeightsError` on anything else.
     """
-    n_codebooks = len(_indices(state_dict, "quantize_group."))
+    n_codebooks = len(key_indices(state_dict, "quantize_group."))
     if n_codebooks != 1:
         raise WeightsError(
             f"FeMaSR state dict has {n_codebooks} codebooks; only single-scale codebooks are supported",
             hint=_HINT_CONVERT if n_codebooks == 0 else None,
         )
     codebook_size, codebook_dim = _shape(state_dict, "quantize_group.0.embedding.weight")
-    n_stages = len(_indices(state_dict, "decoder_group."))
+    n_stages = len(key_indices(state_dict, "decoder_group."))
     if n_stages == 0:
         raise WeightsError("FeMaSR state dict has no decoder stages", hint=_HINT_CONVERT)
     channels = [_shape(state_dict, "decoder_group.0.block.1.weight")[1]]
@@ -148,7 +135,7 @@ def config_from_state_dict(
 
     swin_index, swin = _swin_fields(state_dict)
     lq_stage = swin_index is not None
-    n_down = swin_index if lq_stage else len(_indices(state_dict, "multiscale_encoder.blocks."))
+    n_down = swin_index if lq_stage else len(key_indices(state_dict, "multiscale_encoder.blocks."))
     inferred = 1 << (n_stages - n_down) if (n_down and n_down <= n_stages) else None
     if inferred is None and scale is None:
         raise WeightsError(

@@ -35,6 +35,7 @@ from realsr_cli.models._blocks.conv import DownBlock, UpBlock
 from realsr_cli.models._blocks.pad import mirror_pad
 from realsr_cli.models._blocks.swin import RSTB
 from realsr_cli.models._blocks.tracing import tracing_overrides
+from realsr_cli.models._blocks.upscaler import DeterministicUpscaler
 from realsr_cli.models._blocks.vq import Quantized, VectorQuantizer
 from realsr_cli.models.femasr.config import FeMaSRConfig
 
@@ -156,7 +157,7 @@ class PostQuantConv(nn.Module):
         return self.conv(z)
 
 
-class FeMaSRNet(nn.Module):
+class FeMaSRNet(DeterministicUpscaler):
     """FeMaSR: SR by matching LR features to a pretrained HR codebook, decoded by its VQGAN decoder.
 
     ``upscale(lq)`` is the official ``test()``: mirror-pad, :meth:`encode_and_decode`, crop.
@@ -304,20 +305,8 @@ class FeMaSRNet(nn.Module):
         h, w = lq.shape[-2:]
         return mirror_pad(lq, (h // m + 1) * m, (w // m + 1) * m)
 
-    @torch.no_grad()
-    def upscale(
-        self,
-        lq: Tensor,
-        *,
-        generator: torch.Generator | None = None,
-        steps: int | None = None,
-        noise: Tensor | None = None,
-    ) -> Tensor:
-        """Super-resolve ``lq`` (B,3,H,W) float in [0,1] -> ``sr`` (B,3,sH,sW) float, NOT clamped.
-
-        Deterministic: ``generator``, ``steps`` and ``noise`` are accepted for the common model
-        contract and ignored.
-        """
+    def _upscale_lq(self, lq: Tensor) -> Tensor:
+        """:meth:`upscale`'s part: :meth:`pad_lq`, :meth:`encode_and_decode`, crop (B,3,sH,sW)."""
         h, w = lq.shape[-2:]
         s = self.config.scale
         image = self.encode_and_decode(self.pad_lq(lq)).image

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from torch import Tensor
 
 from realsr_cli.errors import ConfigError, WeightsError
+from realsr_cli.models._blocks.state_dict import key_indices, key_shape
 from realsr_cli.models.realsrt.config import (
     CCMConfig,
     RealSRTConfig,
@@ -46,21 +47,7 @@ def convert_official_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, T
 
 
 def _shape(state_dict: Mapping[str, Tensor], key: str) -> tuple[int, ...]:
-    try:
-        return tuple(state_dict[key].shape)
-    except KeyError:
-        raise WeightsError(f"RealSRT state dict lacks {key!r}", hint=_HINT) from None
-
-
-def _indices(state_dict: Mapping[str, Tensor], prefix: str) -> list[int]:
-    """Sorted distinct integers ``i`` of keys ``<prefix><i>.<...>``."""
-    found = set()
-    for key in state_dict:
-        if key.startswith(prefix):
-            head = key[len(prefix) :].split(".", 1)[0]
-            if head.isdigit():
-                found.add(int(head))
-    return sorted(found)
+    return key_shape(state_dict, key, model="RealSRT", hint=_HINT)
 
 
 def _tokenizer(state_dict: Mapping[str, Tensor]) -> VQGANConfig:
@@ -69,7 +56,7 @@ def _tokenizer(state_dict: Mapping[str, Tensor]) -> VQGANConfig:
     rows, embed_dim = _shape(state_dict, "vae.quantizer.codebooks.0.weight")
     image_channels = _shape(state_dict, prefix + "0.weight")[1]
     levels: list[list[int]] = [[]]  # residual-block widths per resolution level
-    for i in _indices(state_dict, prefix)[1:]:
+    for i in key_indices(state_dict, prefix)[1:]:
         if f"{prefix}{i}.block.2.weight" in state_dict:
             levels[-1].append(_shape(state_dict, f"{prefix}{i}.block.2.weight")[0])
         elif f"{prefix}{i}.conv.weight" in state_dict:
@@ -94,7 +81,7 @@ def _tokenizer(state_dict: Mapping[str, Tensor]) -> VQGANConfig:
 
 def _transformer(state_dict: Mapping[str, Tensor], prefix: str) -> TransformerConfig:
     dim = _shape(state_dict, prefix + "enc_in.weight")[0]
-    dec_depth = len(_indices(state_dict, prefix + "dec_blocks."))
+    dec_depth = len(key_indices(state_dict, prefix + "dec_blocks."))
     if dec_depth == 0:
         raise WeightsError(f"RealSRT state dict has no {prefix}dec_blocks", hint=_HINT)
     _, heads, _, dim_head = _shape(state_dict, prefix + "dec_blocks.0.0.null_kv")
@@ -108,7 +95,7 @@ def _transformer(state_dict: Mapping[str, Tensor], prefix: str) -> TransformerCo
         dim=dim,
         dim_out=_shape(state_dict, prefix + "to_logits.weight")[0],
         seq_len=_shape(state_dict, prefix + "pos_emb")[1],
-        enc_depth=len(_indices(state_dict, prefix + "enc_blocks.")),
+        enc_depth=len(key_indices(state_dict, prefix + "enc_blocks.")),
         dec_depth=dec_depth,
         heads=heads,
         dim_head=dim_head,

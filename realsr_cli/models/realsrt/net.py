@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from realsr_cli.diffusion.masking import MaskSchedule
 from realsr_cli.errors import UsageError
 from realsr_cli.models._blocks.reference import reference_enabled
+from realsr_cli.models._blocks.upscaler import Sampling, Upscaler
 from realsr_cli.models.realsrt.config import RealSRTConfig
 from realsr_cli.models.realsrt.transformer import TokenTransformer
 from realsr_cli.models.realsrt.vqgan import VQGAN, AttnBlock, Encoder, ResidualBlock
@@ -122,7 +123,7 @@ class DecodeStep:
     out_ids: Tensor
 
 
-class RealSRTNet(nn.Module):
+class RealSRTNet(Upscaler):
     """RealSRT (Fig. 2): VQGAN tokenizer, generator, critic, conditional controlling module."""
 
     def __init__(self, config: RealSRTConfig | None = None) -> None:
@@ -228,16 +229,8 @@ class RealSRTNet(nn.Module):
         return self.ccm_decode(ids, lr_up)
 
     # ----------------------------------------------------------------- model contract
-    @torch.no_grad()
-    def upscale(
-        self,
-        lq: Tensor,
-        *,
-        generator: torch.Generator | None = None,
-        steps: int | None = None,
-        noise: Tensor | None = None,
-    ) -> Tensor:
-        """Super-resolve one LR patch per item: ``lq`` (B,3,h,w) in [0,1], h, w <= 64.
+    def _upscale(self, lq: Tensor, sampling: Sampling) -> Tensor:
+        """:meth:`upscale`'s part: one LR patch per item, ``lq`` (B,3,h,w) in [0,1], h, w <= 64.
 
         Returns ``sr`` (B,3,4h,4w) float, NOT clamped: :meth:`forward` then AdaIN colour
         correction against the (padded) LR patch, exactly the official per-patch processing.
@@ -249,7 +242,7 @@ class RealSRTNet(nn.Module):
         size, s = self.config.lr_patch, self.config.scale
         h, w = lq.shape[-2:]
         patch, (top, left) = centred_reflect_pad(lq, size)
-        sr = adain_color_correction(self(patch, steps), patch)
+        sr = adain_color_correction(self(patch, sampling.steps), patch)
         return sr[..., top * s : (top + h) * s, left * s : (left + w) * s]
 
     def _check_patch(self, lq: Tensor, *, exact: bool) -> None:

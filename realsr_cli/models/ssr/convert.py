@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from torch import Tensor
 
 from realsr_cli.errors import ConfigError, WeightsError
+from realsr_cli.models._blocks.state_dict import no_official_checkpoint
 from realsr_cli.models.ssr.config import (
     DepthHeadConfig,
     DKENetConfig,
@@ -27,10 +28,7 @@ _HINT_TRAIN = (
 
 def convert_official_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """Always raises :class:`WeightsError`: the SSR authors released no code or weights."""
-    raise WeightsError(
-        "SSR has no official checkpoint to convert (the authors released no code or weights)",
-        hint=_HINT_TRAIN,
-    )
+    no_official_checkpoint("SSR", _HINT_TRAIN)
 
 
 def _count(sd: Mapping[str, Tensor], prefix: str) -> int:

@@ -18,7 +18,6 @@ architecture back from shapes (schedule and SVKR settings are not stored in tens
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +28,8 @@ from torch import Tensor, nn
 
 from realsr_cli.diffusion.ddpm import DDPMSchedule
 from realsr_cli.errors import ConfigError
+from realsr_cli.models._blocks import sampling as _sampling
+from realsr_cli.models._blocks.upscaler import Sampling, Upscaler, grad_off
 from realsr_cli.models.ssr.amf import ModalityFeatures
 from realsr_cli.models.ssr.config import (
     SSRConfig,
@@ -88,7 +89,7 @@ class SSRCondition:
     sr: Tensor | None = None
 
 
-class SSRNet(nn.Module):
+class SSRNet(Upscaler):
     """SSR x4: ``depth_estimator`` + ``dkenet`` + ``nbsr`` (SVKR) and ``denoiser`` (with encoders).
 
     ``depth_estimator``: any module mapping (B,3,H,W) in [0,1] to (B,1,H,W) depth in [0,1] (e.g. a
@@ -155,15 +156,12 @@ class SSRNet(nn.Module):
         return sched
 
     def padded_size(self, height: int, width: int) -> tuple[int, int]:
-        m = self.config.size_multiple
-        return -(-height // m) * m, -(-width // m) * m
+        """LR size after padding to a multiple of ``config.size_multiple``."""
+        return _sampling.padded_size(height, width, self.config.size_multiple)
 
     def noise_shape(self, lq_shape: Sequence[int]) -> tuple[int, int, int, int]:
         """Initial noise shape for an LR batch (B,3,H,W): (B,3,4H',4W') at the padded size."""
-        b, _, h, w = lq_shape
-        hp, wp = self.padded_size(h, w)
-        s = self.config.scale
-        return (b, 3, hp * s, wp * s)
+        return _sampling.noise_shape(lq_shape, self.config.size_multiple, self.config.scale)
 
     def condition(self, lq: Tensor) -> SSRCondition:
         """Pad lq (B,3,H,W) in [0,1], run SVKR and the modality encoders -> :class:`SSRCondition`."""
@@ -189,53 +187,34 @@ class SSRNet(nn.Module):
         return (schedule or self.make_schedule()).eps_from_v(out, t, x_t)
 
     # ------------------------------------------------------------------ inference
-    @staticmethod
-    def _no_grad():
-        return contextlib.nullcontext() if torch.is_inference_mode_enabled() else torch.no_grad()
-
-    def upscale(
-        self,
-        lq: Tensor,
-        *,
-        generator: torch.Generator | None = None,
-        steps: int | None = None,
-        noise: Tensor | None = None,
-    ) -> Tensor:
-        """lq (B,3,H,W) float in [0,1] -> sr (B,3,4H,4W) on the [0,1] scale, not clamped.
+    def _upscale(self, lq: Tensor, sampling: Sampling) -> Tensor:
+        """:meth:`upscale`'s part: lq (B,3,H,W) float in [0,1] -> sr (B,3,4H,4W) on the [0,1]
+        scale, not clamped.
 
         ``noise``: x_T, shaped :meth:`noise_shape` (padded size); when None it is drawn from
         ``generator`` on the CPU in fp32 and moved. ``steps``: DDIM steps (default
         ``config.schedule.sampling_steps``). With ``schedule.eta > 0`` each step also draws noise
         from ``generator``.
         """
-        with self._no_grad():
-            cond = self.condition(lq)
-            sched = self.make_schedule(steps)
-            shape = self.noise_shape(lq.shape)
-            if noise is None:
-                noise = sched.prior_sample(shape, generator=generator)
-            elif tuple(noise.shape) != shape:
-                raise ValueError(
-                    f"noise must have the padded HR shape {shape}, got {tuple(noise.shape)}"
-                )
-            x = noise.to(device=lq.device, dtype=lq.dtype)
-            eta = self.config.schedule.eta
-            for t in sched.timesteps.tolist():
-                tt = torch.full((lq.shape[0],), t, dtype=torch.long, device=lq.device)
-                eps = self.predict_eps(x, tt, cond, sched)
-                x = sched.step(eps, tt, x, eta=eta, generator=generator)
-            if self.config.target == "residual":
-                assert cond.sr is not None
-                x = x + cond.sr
-            s = self.config.scale
-            h, w = lq.shape[-2:]
-            return x[..., : h * s, : w * s] * 0.5 + 0.5
+        cond = self.condition(lq)
+        sched = self.make_schedule(sampling.steps)
+        x = _sampling.initial_noise(lq, self.noise_shape(lq.shape), sampling)
+        eta = self.config.schedule.eta
+        for tt in _sampling.timestep_batches(sched.timesteps, lq):
+            eps = self.predict_eps(x, tt, cond, sched)
+            x = sched.step(eps, tt, x, eta=eta, generator=sampling.generator)
+        if self.config.target == "residual":
+            assert cond.sr is not None
+            x = x + cond.sr
+        s = self.config.scale
+        h, w = lq.shape[-2:]
+        return x[..., : h * s, : w * s] * 0.5 + 0.5
 
     def auxiliary(self, lq: Tensor) -> tuple[Tensor, Tensor]:
         """What SSR conditions on, for ``--save-aux``: lq (B,3,H,W) in [0,1] ->
         (depth (B,1,H,W) in [0,1], kernels (B,k*k,H,W)), computed on the padded image as
         :meth:`upscale` does and cropped."""
-        with self._no_grad():
+        with grad_off():
             h, w = lq.shape[-2:]
             est = self.svkr(pad_to_multiple(lq, self.config.size_multiple))
             return est.depth[..., :h, :w], est.kernels[..., :h, :w]

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from torch import Tensor
 
 from realsr_cli.errors import ConfigError, WeightsError
+from realsr_cli.models._blocks.state_dict import no_official_checkpoint
 from realsr_cli.models.femasr.convert import config_from_state_dict as femasr_config_from_state_dict
 from realsr_cli.models.ugtsr.config import UGTSRConfig
 from realsr_cli.models.ugtsr.net import UGTSR_PREFIXES
@@ -27,10 +28,7 @@ _HINT_EXPORT = (
 
 def convert_official_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """Always raises :class:`WeightsError`: there is no official UGTSR checkpoint format."""
-    raise WeightsError(
-        "UGTSR has no official checkpoint to convert (the authors released no code or weights)",
-        hint=_HINT_EXPORT,
-    )
+    no_official_checkpoint("UGTSR", _HINT_EXPORT)
 
 
 def _count(state_dict: Mapping[str, Tensor], prefix: str) -> int:

@@ -240,20 +240,8 @@ class UGTSRNet(FeMaSRNet):
         m = self.match(feat_to_quant, nearest)
         return m.quantized.indices, nearest[:, :k]
 
-    @torch.no_grad()
-    def upscale(
-        self,
-        lq: Tensor,
-        *,
-        generator: torch.Generator | None = None,
-        steps: int | None = None,
-        noise: Tensor | None = None,
-    ) -> Tensor:
-        """Super-resolve ``lq`` (B,3,H,W) float in [0,1] -> SR mean (B,3,sH,sW) float, NOT clamped.
-
-        FeMaSR's mirror padding and crop. Deterministic: ``generator``, ``steps`` and ``noise``
-        are accepted for the common model contract and ignored.
-        """
+    def _upscale_lq(self, lq: Tensor) -> Tensor:
+        """:meth:`upscale`'s part: the SR mean (B,3,sH,sW), FeMaSR's mirror padding and crop."""
         sr, _ = self.upscale_with_uncertainty(lq, uncertainty=False)
         return sr
 

@@ -24,7 +24,6 @@ State dict (strict, official keys 1:1 under two prefixes):
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -32,8 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from realsr_cli._noise import randn
 from realsr_cli.diffusion.resshift import ResShiftSchedule, uncertainty_weight
+from realsr_cli.models._blocks import sampling as _sampling
+from realsr_cli.models._blocks.upscaler import Sampling, Upscaler, grad_off
 from realsr_cli.models.upsr.atd import ATD
 from realsr_cli.models.upsr.config import UPSRConfig
 from realsr_cli.models.upsr.unet import SwinUNet
@@ -75,7 +75,7 @@ class UPSRCondition:
     lq_cond: Tensor
 
 
-class UPSRNet(nn.Module):
+class UPSRNet(Upscaler):
     """UPSR x4: ``denoiser`` (Swin-UNet, official ``network_g``) + ``aux`` (ATD g, ``network_mse``).
 
     ``aux`` may be injected (a pretrained g shared between models, STYLE §1); it must map (B,3,H,W)
@@ -117,15 +117,11 @@ class UPSRNet(nn.Module):
 
     def padded_size(self, height: int, width: int) -> tuple[int, int]:
         """LR size after the official padding to a multiple of ``pad_multiple``."""
-        m = self.config.pad_multiple
-        return -(-height // m) * m, -(-width // m) * m
+        return _sampling.padded_size(height, width, self.config.pad_multiple)
 
     def noise_shape(self, lq_shape: Sequence[int]) -> tuple[int, int, int, int]:
         """Shape of the prior noise for an LR batch of shape (B,3,H,W): (B,3,4H',4W'), padded sizes."""
-        b, _, h, w = lq_shape
-        hp, wp = self.padded_size(h, w)
-        s = self.config.scale
-        return (b, 3, hp * s, wp * s)
+        return _sampling.noise_shape(lq_shape, self.config.pad_multiple, self.config.scale)
 
     def condition(self, lq: Tensor) -> UPSRCondition:
         """Pre-processing of ``sample_func``: lq (B,3,H,W) in [0,1] -> :class:`UPSRCondition`."""
@@ -143,31 +139,18 @@ class UPSRNet(nn.Module):
 
     # ------------------------------------------------------------------ sampling
     def _sample(
-        self,
-        lq: Tensor,
-        generator: torch.Generator | None,
-        steps: int | None,
-        noise: Tensor | None,
-        trace: dict[str, Tensor] | None,
+        self, lq: Tensor, sampling: Sampling, trace: dict[str, Tensor] | None
     ) -> Tensor:
         s = self.config.scale
-        sched = self.make_schedule(steps)
+        sched = self.make_schedule(sampling.steps)
         cond = self.condition(lq)
-        shape = self.noise_shape(lq.shape)
-        if noise is None:
-            noise = randn(shape, generator=generator)
-        elif tuple(noise.shape) != shape:
-            raise ValueError(
-                f"noise must have the padded HR shape {shape}, got {tuple(noise.shape)}"
-            )
-        noise = noise.to(device=lq.device, dtype=lq.dtype)
+        noise = _sampling.initial_noise(lq, self.noise_shape(lq.shape), sampling)
         y, un = F.pixel_unshuffle(cond.y_bicubic, s), F.pixel_unshuffle(cond.un, s)
         x = sched.prior_sample(y, F.pixel_unshuffle(noise, s), un=un)
-        for k, t in enumerate(sched.timesteps.tolist()):
-            tt = torch.full((lq.shape[0],), t, dtype=torch.long, device=lq.device)
+        for k, tt in enumerate(_sampling.timestep_batches(sched.timesteps, lq)):
             x0 = F.pixel_unshuffle(self.denoise(sched.scale_input(x, tt), tt, cond.lq_cond), s)
             x = sched.ddim_step(
-                x0, tt, x, y, eta=self.config.diffusion.ddim_eta, generator=generator
+                x0, tt, x, y, eta=self.config.diffusion.ddim_eta, generator=sampling.generator
             )
             if trace is not None:
                 trace[f"step{k}.sample"], trace[f"step{k}.pred_xstart"] = x, x0
@@ -185,26 +168,15 @@ class UPSRNet(nn.Module):
             )
         return result * 0.5 + 0.5
 
-    @staticmethod
-    def _no_grad():
-        return contextlib.nullcontext() if torch.is_inference_mode_enabled() else torch.no_grad()
-
-    def upscale(
-        self,
-        lq: Tensor,
-        *,
-        generator: torch.Generator | None = None,
-        steps: int | None = None,
-        noise: Tensor | None = None,
-    ) -> Tensor:
-        """lq (B,3,H,W) float in [0,1] -> sr (B,3,4H,4W) in [0,1] (the official clamp to [-1,1]).
+    def _upscale(self, lq: Tensor, sampling: Sampling) -> Tensor:
+        """:meth:`upscale`'s part: lq (B,3,H,W) float in [0,1] -> sr (B,3,4H,4W) in [0,1] (the
+        official clamp to [-1,1]).
 
         ``noise``: the prior noise, (B,3,4H',4W') at the padded size (:meth:`noise_shape`); when None
         it is drawn from ``generator`` on the CPU and moved. ``steps``: sampling steps (default and
         maximum: ``config.diffusion.num_timesteps`` = 5), official respacing.
         """
-        with self._no_grad():
-            return self._sample(lq, generator, steps, noise, None)
+        return self._sample(lq, sampling, None)
 
     def trace(
         self,
@@ -221,8 +193,8 @@ class UPSRNet(nn.Module):
         ``result_pm1`` (cropped and clamped, [-1,1]) and ``out01`` (= upscale's output).
         """
         trace: dict[str, Tensor] = {}
-        with self._no_grad():
-            trace["out01"] = self._sample(lq, generator, steps, noise, trace)
+        with grad_off():
+            trace["out01"] = self._sample(lq, Sampling(generator, steps, noise), trace)
         return trace
 
 
