@@ -34,6 +34,7 @@ from torch import Tensor
 
 from realsr_cli._noise import randn
 from realsr_cli._noise import randn_like as _randn_like
+from realsr_cli.diffusion._common import UniformTimesteps, per_sample, timestep_index
 
 __all__ = ["BETA_SCHEDULES", "DDPMSchedule", "make_betas"]
 
@@ -64,7 +65,7 @@ def make_betas(
     raise ValueError(f"unknown beta schedule {schedule!r}; use one of {', '.join(BETA_SCHEDULES)}")
 
 
-class DDPMSchedule:
+class DDPMSchedule(UniformTimesteps):
     """DDPM forward process + DDIM sampler over a respaced chain of ``steps`` timesteps.
 
     Args:
@@ -114,20 +115,13 @@ class DDPMSchedule:
             prev[t] = s
         self.prev_timesteps = prev
 
-    def sample_timesteps(
-        self, batch_size: int, *, generator: torch.Generator | None = None
-    ) -> Tensor:
-        """Training timesteps, uniform over ``[0, T)``: int64 (batch_size,) on the CPU."""
-        return torch.randint(0, self.num_timesteps, (batch_size,), generator=generator)
-
     def _coef(self, table: Tensor, t: Tensor | int, like: Tensor) -> Tensor:
         """``table[t]`` as a (B,1,...,1) tensor in ``like``'s dtype/device (t: int or (B,))."""
-        t = torch.as_tensor(t, dtype=torch.long).reshape(-1).cpu()
-        return table[t].to(device=like.device, dtype=like.dtype).view(-1, *([1] * (like.dim() - 1)))
+        return per_sample(table[timestep_index(t)], like)
 
     def _alpha_bar_prev(self, t: Tensor | int) -> Tensor:
         """alpha_bar of the chain's next timestep (1.0 past its end), float64 (B,)."""
-        t = torch.as_tensor(t, dtype=torch.long).reshape(-1).cpu()
+        t = timestep_index(t)
         prev = self.prev_timesteps[t]
         if bool((prev == -2).any()):
             raise ValueError(
@@ -173,10 +167,10 @@ class DDPMSchedule:
     # ------------------------------------------------------------------ reverse process
     def sigma(self, t: Tensor | int, eta: float, like: Tensor) -> Tensor:
         """DDIM's ``sigma`` for the step from ``t`` with stochasticity ``eta``, (B,1,...,1)."""
-        ab_t = self.alphas_cumprod[torch.as_tensor(t, dtype=torch.long).reshape(-1).cpu()]
+        ab_t = self.alphas_cumprod[timestep_index(t)]
         ab_s = self._alpha_bar_prev(t)
         sig = eta * ((1 - ab_s) / (1 - ab_t)).sqrt() * (1 - ab_t / ab_s).clamp(min=0).sqrt()
-        return sig.to(device=like.device, dtype=like.dtype).view(-1, *([1] * (like.dim() - 1)))
+        return per_sample(sig, like)
 
     def step(
         self,
@@ -198,7 +192,7 @@ class DDPMSchedule:
         if self.clip_x0 is not None:
             x0 = x0.clamp(-self.clip_x0, self.clip_x0)
         ab_s64 = self._alpha_bar_prev(t)
-        ab_s = ab_s64.to(device=x_t.device, dtype=x_t.dtype).view(-1, *([1] * (x_t.dim() - 1)))
+        ab_s = per_sample(ab_s64, x_t)
         sig = self.sigma(t, eta, x_t)
         direction = (1 - ab_s - sig**2).clamp(min=0).sqrt() * eps
         out = ab_s.sqrt() * x0 + direction

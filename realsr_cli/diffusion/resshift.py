@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 
 from realsr_cli._noise import randn_like as _randn_like
+from realsr_cli.diffusion._common import UniformTimesteps, per_sample, timestep_index
 
 __all__ = ["ResShiftSchedule", "exponential_sqrt_etas", "uncertainty_weight"]
 
@@ -71,7 +72,7 @@ def uncertainty_weight(
     return min_weight + (1 - min_weight) * (psi.clamp(0.0, psi_max) / psi_max)
 
 
-class ResShiftSchedule:
+class ResShiftSchedule(UniformTimesteps):
     """The residual-shifting noise schedule (ResShift Eqs. 1-7; UPSR Eqs. 7-8, 10-12).
 
     Args:
@@ -160,21 +161,15 @@ class ResShiftSchedule:
             prev[t] = self.etas[before]
         self.etas_prev = prev
 
-    def sample_timesteps(
-        self, batch_size: int, *, generator: torch.Generator | None = None
-    ) -> Tensor:
-        """Training timesteps, uniform over ``[0, T)``: int64 (batch_size,) on the CPU."""
-        return torch.randint(0, self.num_timesteps, (batch_size,), generator=generator)
-
     def _coef(self, table: Tensor, t: Tensor | int, like: Tensor) -> Tensor:
         """``table[t]`` as a (B,1,...,1) tensor in ``like``'s dtype/device (t: int or (B,))."""
-        t = torch.as_tensor(t, dtype=torch.long).reshape(-1).cpu()
+        t = timestep_index(t)
         vals = table[t]
         if bool(torch.isnan(vals).any()):
             raise ValueError(
                 f"timestep(s) {t.tolist()} are not in the sampling chain {self.timesteps.tolist()}"
             )
-        return vals.to(device=like.device, dtype=like.dtype).view(-1, *([1] * (like.dim() - 1)))
+        return per_sample(vals, like)
 
     # ------------------------------------------------------------------ forward process
     def add_noise(

@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from realsr_cli.evaluation.vgg_metric import check_inputs, load_cached, load_strict, prepare_pair
+from realsr_cli.evaluation import vgg_metric
 
 __all__ = [
     "CHANNELS", "DISTS_ID", "MEAN", "STD", "TAPS", "VGG_ID", "DISTSNet", "L2Pool", "dists",
@@ -61,8 +61,6 @@ STD = (0.229, 0.224, 0.225)
 TAPS = (3, 8, 15, 22, 29)
 #: channels of the six compared stages: the image itself, then the five taps
 CHANNELS = (3, 64, 128, 256, 512, 512)
-#: VGG-16 ``features`` up to relu5_3: output channels of each conv, "P" = pooling (L2 here)
-_VGG16 = (64, 64, "P", 128, 128, "P", 256, 256, 256, "P", 512, 512, 512, "P", 512, 512, 512)
 _C1 = _C2 = 1e-6
 _POOL_EPS = 1e-12
 
@@ -88,28 +86,17 @@ class DISTSNet(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        channels = 3
-        for v in _VGG16:
-            if v == "P":
-                layers.append(L2Pool(channels))
-            else:
-                layers += [nn.Conv2d(channels, int(v), 3, padding=1), nn.ReLU()]
-                channels = int(v)
-        self.features = nn.Sequential(*layers)  # indices 0..29, torchvision's
+        self.features = vgg_metric.vgg16_features(L2Pool)  # torchvision's 0..29, L2 poolings
         self.alpha = nn.Parameter(torch.zeros(1, sum(CHANNELS), 1, 1))
         self.beta = nn.Parameter(torch.zeros(1, sum(CHANNELS), 1, 1))
-        self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1), persistent=False)
-        self.requires_grad_(False)
-        self.eval()
+        vgg_metric.freeze(self, mean=MEAN, std=STD)
 
     @classmethod
     def from_state_dicts(cls, vgg: Mapping[str, Tensor], weights: Mapping[str, Tensor]) -> DISTSNet:
         """Build from torchvision VGG-16 tensors (``features.N.*``; other keys, e.g.
         ``classifier.*``, are ignored) and the DISTS tensors (``alpha``, ``beta``), loaded
         strictly: a missing, unexpected or misshaped tensor is a :class:`WeightsError`."""
-        return load_strict(
+        return vgg_metric.load_strict(
             cls(), vgg, weights, metric="DISTS",
             hint=f"use torchvision's ImageNet VGG-16 ({VGG_ID}) and DISTS' weights.pt ({DISTS_ID})",
         )
@@ -128,7 +115,7 @@ class DISTSNet(nn.Module):
 
     @torch.inference_mode()
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
-        check_inputs(x, y, metric="DISTS")
+        vgg_metric.check_inputs(x, y, metric="DISTS")
         total_weight = self.alpha.sum() + self.beta.sum()
         alphas = torch.split(self.alpha.flatten() / total_weight, CHANNELS)
         betas = torch.split(self.beta.flatten() / total_weight, CHANNELS)
@@ -147,17 +134,13 @@ class DISTSNet(nn.Module):
 def load_dists(
     *, device: str | torch.device = "cpu", vgg_id: str | None = None, dists_id: str | None = None
 ) -> DISTSNet:
-    """DISTS from two catalog entries (default :data:`VGG_ID`, :data:`DISTS_ID`), read from the
-    registry cache and verified against their sha256 (weights.toml's or the one trusted on first
-    use), on ``device`` in float32.
-
-    Never downloads (scoring never starts a download): a file that is not in the cache is a
-    :class:`WeightsError` (exit 3) whose hint names the ``realsr models download`` commands.
-    """
-    vgg, weights = load_cached(
-        "DISTS", (vgg_id or VGG_ID, dists_id or DISTS_ID), ("vgg16", "dists")
+    """DISTS from two catalog entries (default :data:`VGG_ID`, :data:`DISTS_ID`) on ``device`` in
+    float32, from the registry cache only (:func:`vgg_metric.load_net`: sha256-checked; a file
+    that is not cached is a :class:`WeightsError`, exit 3, naming `realsr models download`)."""
+    return vgg_metric.load_net(
+        DISTSNet.from_state_dicts, "DISTS", (vgg_id or VGG_ID, dists_id or DISTS_ID),
+        ("vgg16", "dists"), device=device,
     )
-    return DISTSNet.from_state_dicts(vgg, weights).to(device)
 
 
 def dists(sr: Tensor, hq: Tensor, net: DISTSNet, *, crop_border: int = 0) -> float:
@@ -166,5 +149,4 @@ def dists(sr: Tensor, hq: Tensor, net: DISTSNet, *, crop_border: int = 0) -> flo
     Both are quantised to 8 bits (``round(255 x) / 255`` after clamping, as PSNR/SSIM/LPIPS do)
     and ``crop_border`` pixels are cut from every side first. Lower is better (0: identical).
     """
-    a, b = prepare_pair(sr, hq, metric="DISTS", crop_border=crop_border)
-    return float(net(a, b)[0])
+    return vgg_metric.score_pair(net, sr, hq, metric="DISTS", crop_border=crop_border)

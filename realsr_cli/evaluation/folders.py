@@ -19,7 +19,6 @@ sides not divisible by the scale); any other size mismatch fails that image.
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -29,8 +28,7 @@ from typing import Any
 
 from realsr_cli.engine import io
 from realsr_cli.errors import UsageError
-from realsr_cli.evaluation import metrics, niqe
-from realsr_cli.evaluation.common import finite, list_images
+from realsr_cli.evaluation import common, metrics, niqe
 from realsr_cli.evaluation.pairs import (
     LearnedMetric,
     fit_hq,
@@ -62,13 +60,6 @@ class DirPlan:
     unpaired_hr: list[str] = field(default_factory=list)  # HR names no SR image pairs with
 
 
-def _folder(path: str | Path, what: str) -> Path:
-    root = Path(path)
-    if not root.is_dir():
-        raise UsageError(f"{what} folder not found: {root}", hint="give an existing folder")
-    return root
-
-
 def pair_dirs(
     sr_dir: str | Path,
     hr_dir: str | Path | None = None,
@@ -79,22 +70,20 @@ def pair_dirs(
 ) -> DirPlan:
     """Pair the SR images (sorted; ``pattern`` filters relative path or name) with HR images by
     the module's rule. Raises :class:`UsageError` for a missing folder or SR_DIR == HR_DIR."""
-    sr_root = _folder(sr_dir, "SR")
-    hr_root = _folder(hr_dir, "HR") if hr_dir is not None else None
+    sr_root = common.existing_folder(sr_dir, "SR")
+    hr_root = common.existing_folder(hr_dir, "HR") if hr_dir is not None else None
     if hr_root is not None and sr_root.resolve() == hr_root.resolve():
         raise UsageError("SR_DIR and HR_DIR are the same folder", hint="give two folders")
     skip_in_sr = hr_root.resolve() if hr_root is not None else None
-    sr_files = list_images(sr_root, recursive, skip_in_sr)
+    sr_files = common.list_images(sr_root, recursive, skip_in_sr)
     plan = DirPlan()
     if hr_root is None:
         for p in sr_files:
             rel = p.relative_to(sr_root).as_posix()
-            if not pattern or any(fnmatch.fnmatch(n, pattern) for n in (rel, p.name)):
+            if common.selected(rel, p.name, pattern):
                 plan.pairs.append(DirPair(rel, p))
         return plan
-    by_key: dict[str, list[Path]] = {}
-    for p in list_images(hr_root, recursive, sr_root.resolve()):
-        by_key.setdefault(p.relative_to(hr_root).with_suffix("").as_posix(), []).append(p)
+    by_key = common.stem_index(hr_root, recursive, sr_root.resolve())
     named: set[str] = set()
     for p in sr_files:
         rel = p.relative_to(sr_root)
@@ -103,20 +92,17 @@ def pair_dirs(
             key = key[: -len(suffix)] if key.endswith(suffix) else None
         if key is not None:
             named.add(key)
-        if pattern and not any(fnmatch.fnmatch(n, pattern) for n in (rel.as_posix(), p.name)):
+        if not common.selected(rel.as_posix(), p.name, pattern):
             continue
         if key is None:
             reason = f"the name does not end with {suffix!r} (--suffix)"
             plan.unpaired_sr.append((rel.as_posix(), reason))
             continue
-        matches = by_key.get(key, [])
-        if len(matches) == 1:
-            plan.pairs.append(DirPair(rel.as_posix(), p, matches[0]))
-        elif not matches:
-            plan.unpaired_sr.append((rel.as_posix(), f"no HR image {key}.* in {hr_root}"))
+        hr, reason = common.hr_partner(key, by_key, hr_root)
+        if hr is not None:
+            plan.pairs.append(DirPair(rel.as_posix(), p, hr))
         else:
-            names = ", ".join(m.name for m in matches)
-            plan.unpaired_sr.append((rel.as_posix(), f"several HR images match: {names}"))
+            plan.unpaired_sr.append((rel.as_posix(), reason))
     for key in sorted(set(by_key) - named):
         plan.unpaired_hr.extend(m.relative_to(hr_root).as_posix() for m in by_key[key])
     return plan
@@ -169,7 +155,7 @@ class DirScore:
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "sr": self.sr, "hr": self.hr,
                                "size": list(self.size)}
-        out |= {k: finite(v) for k, v in self.scores.items()}
+        out |= {k: common.finite(v) for k, v in self.scores.items()}
         out["seconds"] = round(self.seconds, 4)
         return out
 
@@ -202,7 +188,7 @@ class DirReport:
             "y_channel": True,
             "metrics": list(self.metrics),
             "count": len(self.images),
-            "mean": {k: finite(v) for k, v in self.mean.items()},
+            "mean": {k: common.finite(v) for k, v in self.mean.items()},
             "images": [s.to_json() for s in self.images],
             "unpaired_sr": [{"sr": n, "reason": r} for n, r in self.unpaired_sr],
             "unpaired_hr": [{"hr": n} for n in self.unpaired_hr],

@@ -31,7 +31,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from realsr_cli.evaluation.vgg_metric import check_inputs, load_cached, load_strict, prepare_pair
+from realsr_cli.evaluation import vgg_metric
 
 __all__ = ["LIN_ID", "SCALE", "SHIFT", "TAPS", "VGG_ID", "LPIPSNet", "load_lpips", "lpips"]
 
@@ -43,8 +43,6 @@ SHIFT = (-0.030, -0.088, -0.188)
 SCALE = (0.458, 0.448, 0.450)
 #: torchvision VGG-16 ``features`` indices of relu1_2, relu2_2, relu3_3, relu4_3, relu5_3
 TAPS = (3, 8, 15, 22, 29)
-#: VGG-16 ``features`` up to relu5_3: output channels of each conv, "M" = 2x2 max pooling
-_VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
 _EPS = 1e-10
 
 
@@ -63,29 +61,19 @@ class LPIPSNet(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        channels = 3
-        for v in _VGG16:
-            if v == "M":
-                layers.append(nn.MaxPool2d(2, 2))
-            else:
-                layers += [nn.Conv2d(channels, int(v), 3, padding=1), nn.ReLU()]
-                channels = int(v)
-        self.features = nn.Sequential(*layers)  # indices 0..29, torchvision's
+        # torchvision's indices 0..29, with 2x2 max poolings
+        self.features = vgg_metric.vgg16_features(lambda _: nn.MaxPool2d(2, 2))
         widths = [self.features[i - 1].out_channels for i in TAPS]  # type: ignore[union-attr]
         for k, width in enumerate(widths):
             self.add_module(f"lin{k}", _Lin(width))
-        self.register_buffer("shift", torch.tensor(SHIFT).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("scale", torch.tensor(SCALE).view(1, 3, 1, 1), persistent=False)
-        self.requires_grad_(False)
-        self.eval()
+        vgg_metric.freeze(self, shift=SHIFT, scale=SCALE)
 
     @classmethod
     def from_state_dicts(cls, vgg: Mapping[str, Tensor], lin: Mapping[str, Tensor]) -> LPIPSNet:
         """Build from torchvision VGG-16 tensors (``features.N.*``; other keys, e.g.
         ``classifier.*``, are ignored) and the LPIPS lin tensors (``linK.model.1.weight``), loaded
         strictly: a missing, unexpected or misshaped tensor is a :class:`WeightsError`."""
-        return load_strict(
+        return vgg_metric.load_strict(
             cls(), vgg, lin, metric="LPIPS",
             hint=f"use torchvision's ImageNet VGG-16 ({VGG_ID}) and LPIPS v0.1's vgg.pth ({LIN_ID})",
         )
@@ -95,7 +83,7 @@ class LPIPSNet(nn.Module):
 
     @torch.inference_mode()
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
-        check_inputs(x, y, metric="LPIPS")
+        vgg_metric.check_inputs(x, y, metric="LPIPS")
         p = next(self.parameters())
         h = torch.cat([x, y]).to(p.device, p.dtype)
         h = (h * 2 - 1 - self.shift) / self.scale
@@ -114,15 +102,13 @@ class LPIPSNet(nn.Module):
 def load_lpips(
     *, device: str | torch.device = "cpu", vgg_id: str | None = None, lin_id: str | None = None
 ) -> LPIPSNet:
-    """LPIPS-VGG from two catalog entries (default :data:`VGG_ID`, :data:`LIN_ID`), read from the
-    registry cache and verified against their sha256 (weights.toml's or the one trusted on first
-    use), on ``device`` in float32.
-
-    Never downloads (scoring never starts a download): a file that is not in the cache is a
-    :class:`WeightsError` (exit 3) whose hint names the ``realsr models download`` commands.
-    """
-    vgg, lin = load_cached("LPIPS", (vgg_id or VGG_ID, lin_id or LIN_ID), ("vgg16", "lpips"))
-    return LPIPSNet.from_state_dicts(vgg, lin).to(device)
+    """LPIPS-VGG from two catalog entries (default :data:`VGG_ID`, :data:`LIN_ID`) on ``device``
+    in float32, from the registry cache only (:func:`vgg_metric.load_net`: sha256-checked; a file
+    that is not cached is a :class:`WeightsError`, exit 3, naming `realsr models download`)."""
+    return vgg_metric.load_net(
+        LPIPSNet.from_state_dicts, "LPIPS", (vgg_id or VGG_ID, lin_id or LIN_ID),
+        ("vgg16", "lpips"), device=device,
+    )
 
 
 def lpips(sr: Tensor, hq: Tensor, net: LPIPSNet, *, crop_border: int = 0) -> float:
@@ -131,5 +117,4 @@ def lpips(sr: Tensor, hq: Tensor, net: LPIPSNet, *, crop_border: int = 0) -> flo
     Both are quantised to 8 bits (``round(255 x) / 255`` after clamping, as PSNR/SSIM do) and
     ``crop_border`` pixels are cut from every side first. Lower is better.
     """
-    a, b = prepare_pair(sr, hq, metric="LPIPS", crop_border=crop_border)
-    return float(net(a, b)[0])
+    return vgg_metric.score_pair(net, sr, hq, metric="LPIPS", crop_border=crop_border)

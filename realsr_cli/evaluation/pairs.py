@@ -15,11 +15,13 @@ LR and HR images pair by relative path and stem (``sub/0801.png`` <-> ``sub/0801
 image larger than LR x scale by less than one LR pixel (sides not divisible by the scale) is
 cropped at the bottom/right, as BasicSR's paired validation does; other size mismatches fail that
 image. LR images without an HR partner are skipped and listed.
+
+Size (over STYLE's ~300-line guide): the pairing, the per-image scoring with its four optional
+metrics and the codebook accuracy share the options and the report of one evaluation form.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -33,8 +35,7 @@ from torch import Tensor
 
 from realsr_cli.engine import api, io
 from realsr_cli.errors import RealSRError, UsageError
-from realsr_cli.evaluation import dists, lpips, metrics, niqe
-from realsr_cli.evaluation.common import finite, list_images
+from realsr_cli.evaluation import common, dists, lpips, metrics, niqe
 from realsr_cli.registry.capabilities import CodebookMatching, has
 
 log = logging.getLogger(__name__)
@@ -145,7 +146,7 @@ class ImageScore:
             "hq": self.hq,
             "output": self.output,
             "size": list(self.size),
-            "psnr": finite(self.psnr),
+            "psnr": common.finite(self.psnr),
             "ssim": self.ssim,
         }
         out |= self.learned
@@ -194,7 +195,7 @@ class EvalReport:
         return out
 
     def to_json(self) -> dict[str, Any]:
-        mean = {k: finite(v) if k == "psnr" else v for k, v in self.mean.items()}
+        mean = {k: common.finite(v) if k == "psnr" else v for k, v in self.mean.items()}
         return {
             "model": self.model,
             "arch": self.arch,
@@ -226,28 +227,19 @@ def pair_folders(
     """Pair every LR image (sorted; ``pattern`` filters relative path or name) with the HR image
     of the same relative path and stem. Images under ``exclude`` (e.g. the save folder) are
     ignored."""
-    lq_root, hq_root = Path(lq_dir), Path(hq_dir)
-    for what, root in (("LR", lq_root), ("HR", hq_root)):
-        if not root.is_dir():
-            raise UsageError(f"{what} folder not found: {root}", hint="give an existing folder")
+    lq_root, hq_root = common.existing_folder(lq_dir, "LR"), common.existing_folder(hq_dir, "HR")
     skip = Path(exclude).resolve() if exclude is not None else None
-    by_stem: dict[str, list[Path]] = {}
-    for p in list_images(hq_root, recursive, skip):
-        by_stem.setdefault(p.relative_to(hq_root).with_suffix("").as_posix(), []).append(p)
+    by_stem = common.stem_index(hq_root, recursive, skip)
     plan = EvalPlan()
-    for p in list_images(lq_root, recursive, skip):
+    for p in common.list_images(lq_root, recursive, skip):
         rel = p.relative_to(lq_root)
-        if pattern and not any(fnmatch.fnmatch(n, pattern) for n in (rel.as_posix(), p.name)):
+        if not common.selected(rel.as_posix(), p.name, pattern):
             continue
-        stem = rel.with_suffix("").as_posix()
-        matches = by_stem.get(stem, [])
-        if len(matches) == 1:
-            plan.pairs.append(EvalPair(rel.as_posix(), p, matches[0]))
-        elif not matches:
-            plan.missing.append((rel.as_posix(), f"no HR image {stem}.* in {hq_root}"))
+        hq, why = common.hr_partner(rel.with_suffix("").as_posix(), by_stem, hq_root)
+        if hq is not None:
+            plan.pairs.append(EvalPair(rel.as_posix(), p, hq))
         else:
-            names = ", ".join(m.name for m in matches)
-            plan.missing.append((rel.as_posix(), f"several HR images match: {names}"))
+            plan.missing.append((rel.as_posix(), why))
     return plan
 
 

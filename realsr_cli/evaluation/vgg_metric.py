@@ -5,13 +5,18 @@
 - :func:`load_cached`: the two files from their ``kind = "aux"`` registry entries, cache only
   (scoring never starts a download; a missing file is a :class:`WeightsError`, exit 3, whose hint
   names the ``realsr models download`` commands), sha256-checked by the hub;
-- :func:`prepare_pair`: an SR/HR pair cropped and quantised to 8 bits as PSNR/SSIM see it.
+- :func:`vgg16_features`: that ``features`` stack (torchvision's indices and keys), with the
+  metric's own pooling;
+- :func:`freeze`: its per-channel input constants as buffers, no gradients, eval mode;
+- :func:`load_net`: a metric network from its two cached files, on a device;
+- :func:`prepare_pair`: an SR/HR pair cropped and quantised to 8 bits as PSNR/SSIM see it;
+- :func:`score_pair`: one SR/HR pair's distance under a metric network.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -22,9 +27,41 @@ from realsr_cli.errors import UsageError, WeightsError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["load_cached", "load_strict", "prepare_pair", "read_state_dict"]
+__all__ = [
+    "check_inputs", "freeze", "load_cached", "load_net", "load_strict", "prepare_pair",
+    "read_state_dict", "score_pair", "vgg16_features",
+]
 
 N = TypeVar("N", bound=nn.Module)
+
+#: VGG-16 ``features`` up to relu5_3: output channels of each conv, None = 2x2 pooling
+_VGG16 = (64, 64, None, 128, 128, None, 256, 256, 256, None, 512, 512, 512, None, 512, 512, 512)
+
+
+def vgg16_features(pool: Callable[[int], nn.Module]) -> nn.Sequential:
+    """torchvision's VGG-16 ``features`` up to relu5_3 (indices 0..29, keys ``N.weight/bias``):
+    3x3 convolutions (padding 1) each followed by a ReLU, and ``pool(channels)`` for each of the
+    four poolings (LPIPS: 2x2 max pooling; DISTS: L2 pooling)."""
+    layers: list[nn.Module] = []
+    channels = 3
+    for v in _VGG16:
+        if v is None:
+            layers.append(pool(channels))
+        else:
+            layers += [nn.Conv2d(channels, v, 3, padding=1), nn.ReLU()]
+            channels = v
+    return nn.Sequential(*layers)
+
+
+def freeze(net: N, **constants: tuple[float, float, float]) -> N:
+    """Register each per-channel constant (e.g. ``mean=(...)``) as a (1,3,1,1) float32 buffer of
+    ``net``, left out of its state dict, then turn off ``net``'s gradients and put it in eval
+    mode: what a metric network's ``__init__`` ends with."""
+    for name, values in constants.items():
+        net.register_buffer(name, torch.tensor(values).view(1, 3, 1, 1), persistent=False)
+    net.requires_grad_(False)
+    net.eval()
+    return net
 
 
 def load_strict(
@@ -99,6 +136,26 @@ def load_cached(
     return [read_state_dict(p, e.id) for e, p in zip(entries, paths, strict=True)]
 
 
+def load_net(
+    build: Callable[[dict[str, Tensor], dict[str, Tensor]], N],
+    metric: str,
+    ids: tuple[str, str],
+    archs: tuple[str, str],
+    *,
+    device: str | torch.device = "cpu",
+) -> N:
+    """A metric network ``build(vgg, own)`` from two catalog entries (``ids``: the VGG-16 and the
+    metric's own file, aux entries of ``archs``), read from the registry cache and verified
+    against their sha256 (weights.toml's or the one trusted on first use), on ``device`` in
+    float32.
+
+    Never downloads (scoring never starts a download): a file that is not in the cache is a
+    :class:`WeightsError` (exit 3) whose hint names the ``realsr models download`` commands.
+    """
+    vgg, own = load_cached(metric, ids, archs)
+    return build(vgg, own).to(device)
+
+
 def check_inputs(x: Tensor, y: Tensor, *, metric: str) -> None:
     """Raise :class:`UsageError` unless ``x`` and ``y`` are (B,3,H,W) of one size, at least 16x16
     (the VGG-16 taps' smallest useful input): what the metric nets' ``forward`` accepts."""
@@ -121,3 +178,13 @@ def prepare_pair(sr: Tensor, hq: Tensor, *, metric: str, crop_border: int = 0) -
         a, b = a[..., c:-c, c:-c], b[..., c:-c, c:-c]
     a, b = (torch.round(t.float().nan_to_num(0.0).clamp(0, 1) * 255) / 255 for t in (a, b))
     return a, b
+
+
+def score_pair(
+    net: Callable[[Tensor, Tensor], Tensor], sr: Tensor, hq: Tensor, *, metric: str,
+    crop_border: int = 0,
+) -> float:
+    """``net``'s distance of ``sr`` to ``hq`` (both as :func:`prepare_pair` takes them: cropped,
+    then quantised to 8 bits) as a Python float."""
+    a, b = prepare_pair(sr, hq, metric=metric, crop_border=crop_border)
+    return float(net(a, b)[0])

@@ -11,6 +11,10 @@ A realsr weights file is a safetensors file whose string metadata says what it h
 the missing, unexpected and mis-shaped keys. Pickled checkpoints (``.pth``) are never loaded here;
 ``realsr convert`` turns them into this format first. :func:`load_any` (what ``--weights`` uses)
 hands every file that is not ours to registry/community.py (spandrel, optional).
+
+Size (over STYLE's ~300-line guide): writing and strictly reading one file format (metadata, shape
+checks, meta-device build, aligned adoption).
+
 """
 
 from __future__ import annotations
