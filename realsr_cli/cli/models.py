@@ -27,41 +27,15 @@ def _catalog():
     return load_catalog()
 
 
-def _entry_json(entry, cached, default_id: str | None) -> dict:
-    d = entry.to_json()
-    # "default": the entry its architecture's name resolves to (weights.toml `default = true`);
-    # "package_default": the model `realsr upscale` runs when no --model is given
-    d["package_default"] = default_id == entry.id
-    d["cached"] = cached is not None
-    d["path"] = None if cached is None else str(cached)
-    return d
+def _entry_json(entry, cached, catalog) -> dict:
+    from realsr_cli.registry.describe import entry_document, package_default_id
+
+    return entry_document(entry, cached, package_default_id(catalog))
 
 
 def _kind(entry) -> str:
     """The list's kind column: realsr's own model, a community model (spandrel) or aux weights."""
     return {"sr": "realsr", "community": "community", "aux": "aux"}[entry.kind]
-
-
-def _sha256_status(entry) -> str:
-    """Where the hash a download is checked against comes from (the info view)."""
-    from realsr_cli.registry import hub
-
-    if entry.sha256:
-        checked = "the shipped file is" if entry.source.kind == "package" else "every download is"
-        return f"recorded in weights.toml ({checked} checked against it)"
-    if entry.source.kind == "manual":
-        return "none recorded (downloaded by hand: `realsr models download` says where)"
-    trusted = hub.trusted_sha256(entry)
-    if trusted:
-        return f"trusted on first use: {trusted} (trusted.toml)"
-    return f"none recorded: `realsr models download {entry.id} --trust` records it on first use"
-
-
-def _package_default(cat) -> str | None:
-    try:
-        return cat.default().id
-    except Exception:  # an empty or broken catalog: no default to mark
-        return None
 
 
 @app.command("list")
@@ -78,10 +52,12 @@ def list_models(json_out: JsonOpt = False) -> None:
     from realsr_cli.registry import hub
 
     cat = _catalog()
+    from realsr_cli.registry.describe import package_default_id
+
     rows = [(e, hub.cached_path(e)) for e in cat.entries]
-    default = _package_default(cat)
+    default = package_default_id(cat)
     if json_out:
-        models = [_entry_json(e, c, default) for e, c in rows]
+        models = [_entry_json(e, c, cat) for e, c in rows]
         _output.emit_json(_schemas.stamp("models.list", {"models": models}))
         return
     _output.table(
@@ -104,15 +80,16 @@ def info(model_id: IdArg, json_out: JsonOpt = False) -> None:
       realsr models info realesrgan-x4plus --json
     """
     from realsr_cli.registry import hub
+    from realsr_cli.registry.describe import sha256_status
 
     cat = _catalog()
     e = cat.get(model_id, allow_aux=True)
-    doc = _entry_json(e, hub.cached_path(e), _package_default(cat))
+    doc = _entry_json(e, hub.cached_path(e), cat)
     if json_out:
         _output.emit_json(_schemas.stamp("models.info", doc))
         return
     rows = [(k, v) for k, v in doc.items() if v not in (None, "", [])]
-    rows.append(("sha256 status", _sha256_status(e)))
+    rows.append(("sha256 status", sha256_status(e)))
     if e.is_community:
         rows.append(("runs via", "spandrel (pip install 'realsr[community]'); scale, tiling and precision "
                      "come from the checkpoint, as for --weights FILE"))
@@ -139,7 +116,7 @@ def download(
     with _output.progress() as view:
         path = hub.fetch(e, trust_on_first_use=trust, progress=view.bytes)
     if json_out:
-        _output.emit_json(_schemas.stamp("models.download", _entry_json(e, path, _package_default(cat))))
+        _output.emit_json(_schemas.stamp("models.download", _entry_json(e, path, cat)))
     else:
         _output.success(f"{e.id} ready at {path}")
 

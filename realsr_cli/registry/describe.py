@@ -1,4 +1,5 @@
-"""What a weights file holds, for `realsr models inspect FILE`: ours or a spandrel-detected one.
+"""What a weights file holds (`realsr models inspect FILE`: ours or a spandrel-detected one), and
+what the registry knows of one catalog entry (:func:`entry_document`, `realsr models list/info`).
 
 :func:`inspect_weights` answers one flat dict with the same keys for both kinds (docs/cli.md,
 "Bring your own checkpoint"): which loader takes the file, the architecture, scale, channels,
@@ -17,7 +18,7 @@ from realsr_cli._config import to_dict
 from realsr_cli.errors import UsageError
 from realsr_cli.registry import loader
 
-__all__ = ["inspect_weights"]
+__all__ = ["entry_document", "inspect_weights", "package_default_id", "sha256_status"]
 
 _ARCH_KEYS = ("format", "format_version", "arch", "config", "scale")
 
@@ -93,3 +94,37 @@ def inspect_weights(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not p.is_file():
         raise UsageError(f"weights file not found: {p}", hint="check the path")
     return _ours(p) if loader.is_realsr_file(p) else _community(p)
+
+
+def package_default_id(catalog: Any) -> str | None:
+    """The id ``realsr upscale`` runs when no model is named (None for an empty or broken catalog)."""
+    try:
+        return catalog.default().id
+    except Exception:  # nothing to mark as the default
+        return None
+
+
+def entry_document(entry: Any, cached: Path | None, default_id: str | None) -> dict[str, Any]:
+    """A catalog entry as the ``models.list``/``models.info`` JSON documents carry it: its fields,
+    ``package_default`` (the model run when none is named; ``default`` is the entry its
+    architecture's name resolves to), ``cached`` and the cached ``path``."""
+    d = entry.to_json()
+    d["package_default"] = default_id == entry.id
+    d["cached"] = cached is not None
+    d["path"] = None if cached is None else str(cached)
+    return d
+
+
+def sha256_status(entry: Any) -> str:
+    """Where the hash a download of ``entry`` is checked against comes from, in words."""
+    from realsr_cli.registry import hub
+
+    if entry.sha256:
+        checked = "the shipped file is" if entry.source.kind == "package" else "every download is"
+        return f"recorded in weights.toml ({checked} checked against it)"
+    if entry.source.kind == "manual":
+        return "none recorded (downloaded by hand: `realsr models download` says where)"
+    trusted = hub.trusted_sha256(entry)
+    if trusted:
+        return f"trusted on first use: {trusted} (trusted.toml)"
+    return f"none recorded: `realsr models download {entry.id} --trust` records it on first use"
