@@ -1,8 +1,8 @@
 """Run a loaded model over one image: auto tile size, OOM halving, fp32 redo of overflowed tiles.
 
 Auto tile. Activation memory is estimated as ``ACTIVATION_BYTES x (tile*scale)^2 x batch`` (fp32
-bytes per output pixel: the architecture's measured ``spec.activation_bytes``, else one generous
-figure), scaled by the dtype's size relative to fp32. The whole image runs in one piece when its
+bytes per output pixel: the architecture's measured ``spec.activation_bytes``, a number or a function
+of the config, else one default figure), scaled by the dtype's size relative to fp32. The whole image runs in one piece when its
 estimate fits in ``MEMORY_FRACTION`` of the free memory (device memory on CUDA/MPS, available RAM
 on CPU) and its sides are within ``spec.default_tile`` x ``spec.whole_image_up_to``; otherwise the
 fewest tiles that fit, each as small as that number allows (:func:`auto_tile`).
@@ -15,12 +15,16 @@ Half precision. A tile whose fp16/bf16 output holds NaN/Inf (the Real-ESRGAN "bl
 is redone in fp32; one warning per run, the count goes to ``RunResult.fp32_fallbacks``.
 
 Blending. ``tiled_forward``'s defaults (Gaussian ``DEFAULT_SIGMA``, margin ``overlap // 4``) unless
-the architecture declares ``tile_sigma`` / ``tile_margin`` (optional ``ArchSpec`` fields, read with
-``getattr``); RealSRT's Eq. 3 is ``tile_sigma=REALSRT_SIGMA, tile_margin=0``.
+the architecture declares ``tile_sigma`` / ``tile_margin`` (optional ``ArchSpec`` fields, None by
+default); RealSRT's Eq. 3 is ``tile_sigma=0.05**0.5, tile_margin=0``.
 
 Noise. Stochastic models get a CPU generator per ``fn`` call, seeded from the run seed and the
 coordinates of the tiles in that call (the whole image uses the run seed itself), so one seed with
 the same options reproduces the same output on any device.
+
+Size (over STYLE's ~300-line guide): auto tile, OOM halving, the fp32 redo and TTA all wrap the
+same tile loop; split apart they would pass its state around.
+
 """
 
 from __future__ import annotations
@@ -103,7 +107,9 @@ class RunResult:
 
 def _bytes_per_output_pixel(model: LoadedModel) -> float:
     itemsize = torch.empty((), dtype=model.dtype).element_size()
-    return float(model.spec.activation_bytes or ACTIVATION_BYTES) * itemsize / 4
+    declared = model.spec.activation_bytes
+    per_pixel = declared(model.config) if callable(declared) else declared or ACTIVATION_BYTES
+    return float(per_pixel) * itemsize / 4
 
 
 def estimate_bytes(model: LoadedModel, h: int, w: int, batch: int = 1) -> float:

@@ -57,9 +57,10 @@ class ArchSpec:
     #: half precision on the CPU (the engine converts the net once and feeds channels-last inputs;
     #: values equal NCHW to float tolerance). fp32 stays NCHW: thread-count-independent bits
     channels_last: bool = False
-    #: fp32 activation bytes per output pixel for ``--tile auto``'s memory estimate (None: the
-    #: engine's generous default, ``runner.ACTIVATION_BYTES``); set from a measured peak
-    activation_bytes: int | None = None
+    #: fp32 activation bytes per output pixel for ``--tile auto``'s memory estimate, a number or a
+    #: function of the config (None: the engine's default, ``runner.ACTIVATION_BYTES``); set from
+    #: a measured peak (bench/bench_activation.py), with margin for half precision's fp32 parts
+    activation_bytes: int | Callable[[Any], int] | None = None
     #: output depends on random noise (seed/steps matter)
     stochastic: bool = False
     #: number of official checkpoint files convert_checkpoint expects (UPSR: denoiser + g)
@@ -107,6 +108,15 @@ _CODEBOOK_RUN: dict[str, Any] = dict(
 )
 
 
+def _codebook_activation_bytes(femasr_config: Any) -> int:
+    """FeMaSR-family peak activations scale with the decoder's width at HR resolution: measured
+    (bench/bench_activation.py, whole images 64-512 LR px, CPU, two runs, docs/benchmarks.md)
+    47-62 fp32 bytes per output pixel and HR channel at the released size (64 channels; bf16
+    17-34), 36-54 for ugtsr-x4-cpu (16 channels, with UGTSR's fusion; bf16 18-36); 80 per channel
+    keeps the estimate (halved for bf16) above every measured peak."""
+    return 80 * femasr_config.channels[-1]
+
+
 def _femasr() -> ArchSpec:
     from realsr_cli.models import femasr
 
@@ -119,6 +129,7 @@ def _femasr() -> ArchSpec:
         build=femasr.FeMaSRNet,
         infer_config=femasr.config_from_state_dict,
         convert_official=femasr.convert_official_state_dict,
+        activation_bytes=lambda cfg: _codebook_activation_bytes(cfg),
         **_CODEBOOK_RUN,
     )
 
@@ -135,6 +146,7 @@ def _ugtsr() -> ArchSpec:
         build=ugtsr.UGTSRNet,
         infer_config=ugtsr.config_from_state_dict,
         convert_official=ugtsr.convert_official_state_dict,  # none exists: raises WeightsError
+        activation_bytes=lambda cfg: _codebook_activation_bytes(cfg.femasr),
         **_CODEBOOK_RUN,  # FeMaSR's network and padding; its top-k fusion also kept in fp32 in bf16
     )
 
@@ -160,6 +172,7 @@ def _realsrt() -> ArchSpec:
         tile_sigma=0.05**0.5,
         tile_margin=0,
         half_ok=False,  # discrete token choices flip in fp16/bf16
+        activation_bytes=8192,  # measured 5280-6341 B per output pixel of a 64-px patch, released size
     )
 
 
@@ -180,6 +193,7 @@ def _upsr() -> ArchSpec:
         default_tile=128,
         default_overlap=16,
         half_ok=False,  # not yet validated in half precision
+        activation_bytes=4096,  # measured 2566-3219 B per output pixel (64-128 LR px, released size)
         stochastic=True,
         official_files=2,
         merge_official=upsr.merge_official,

@@ -174,25 +174,29 @@ def test_auto_runs_whole_images_up_to_the_declared_multiple_of_the_tile(monkeypa
         (512, 2**20, 0),  # whole image (<= 600 px per side and fits)
         (700, 2**20, 368),  # two tiles per side: ceil((700 + 16) / 2) = 358 -> 368 (16-px grid)
         (1024, 2**20, 528),  # two per side instead of six of 192: ceil(1040 / 2) = 520 -> 528
-        (1024, 4096, 272),  # 4 GiB free: 272 fits -> four per side, ceil(1072 / 4) = 268 -> 272
-        (300, 512, 96),  # 512 MiB free: 96 fits -> four per side, ceil(348 / 4) = 87 -> 96
+        (1024, 12288, 272),  # 12 GiB free: four per side, ceil(1072 / 4) = 268 -> 272
+        (1024, 8192, 224),  # 8 GiB: five per side, ceil(1088 / 5) = 218 -> 224
+        (1024, 4096, 160),  # 4 GiB: seven per side, ceil(1120 / 7) = 160 (272 would need 3.6 GB)
+        (300, 1024, 80),  # 1 GiB free: five per side, ceil(364 / 5) = 73 -> 80
     ],
 )
 def test_auto_tile_policy_for_femasr_sizes(monkeypatch, size, free_mib, expected):
     """Issue 15: the fewest tiles that fit, balanced; FeMaSR x4's spec (16-px grid, 16-px overlap,
-    whole images up to 600 px), fp32, its 2048 B/px estimate. (Tiles stay on the 16-px grid: a
+    whole images up to 600 px), fp32, the released config's 5120 B/px estimate (80 per HR channel;
+    measured peak 3127-3759, bench/bench_activation.py). (Tiles stay on the 16-px grid: a
     tile one pixel below it would be padded less, but its start would shift the stride-2 encoder's
     and the Swin windows' phase against the whole image, and the codes with it — measured, 30 dB
     from the untiled output instead of 56 dB.)"""
     import dataclasses
 
+    from realsr_cli.models.femasr import FeMaSRConfig
     from realsr_cli.registry.archs import get_arch
 
     spec = get_arch("femasr")
     keep = ("tile_multiple", "default_tile", "default_overlap", "whole_image_up_to", "activation_bytes", "min_size")
     model = loaded(LocalNet(), **{f.name: getattr(spec, f.name) for f in dataclasses.fields(spec) if f.name in keep})
-    model = dataclasses.replace(model, config=FakeConfig(scale=4))
-    assert model.scale == 4
+    model = dataclasses.replace(model, config=FeMaSRConfig())  # the released size
+    assert model.scale == 4 and runner.estimate_bytes(model, 1, 1) == 5120 * 16
     monkeypatch.setattr(devices, "free_memory_bytes", lambda d: free_mib * 2**20)
     assert runner.auto_tile(model, size, size) == expected
 
