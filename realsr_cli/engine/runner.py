@@ -1,11 +1,12 @@
 """Run a loaded model over one image: auto tile size, OOM halving, fp32 redo of overflowed tiles.
 
 Auto tile. Activation memory is estimated as ``ACTIVATION_BYTES x (tile*scale)^2 x batch`` (fp32
-bytes per output pixel: the architecture's measured ``spec.activation_bytes``, a number or a function
-of the config, else one default figure), scaled by the dtype's size relative to fp32. The whole image runs in one piece when its
-estimate fits in ``MEMORY_FRACTION`` of the free memory (device memory on CUDA/MPS, available RAM
+bytes per output pixel: the architecture's measured ``spec.activation_bytes``, a number or a
+function of the config, else one default figure), scaled by the dtype's size relative to fp32.
+The whole image runs in one piece when its estimate fits in ``MEMORY_FRACTION`` of the free memory (device memory on CUDA/MPS, available RAM
 on CPU) and its sides are within ``spec.default_tile`` x ``spec.whole_image_up_to``; otherwise the
-fewest tiles that fit, each as small as that number allows (:func:`auto_tile`).
+tiling with the least computed area among those whose tiles fit, each side cut into balanced
+tiles, rectangular where that is cheaper (:func:`auto_tile`).
 
 OOM. On an out-of-memory error the tile is halved (cache emptied) and the image is redone, down to
 ``min_tile``; below that, :class:`~realsr_cli.errors.OutOfMemoryError` (exit 5). An explicit
@@ -40,7 +41,7 @@ from torch import Tensor
 
 from realsr_cli.engine import device as devices
 from realsr_cli.engine.model import LoadedModel
-from realsr_cli.engine.tiling import DEFAULT_SIGMA, Tile, tiled_forward
+from realsr_cli.engine.tiling import DEFAULT_SIGMA, Tile, plan_tiles, tiled_forward
 from realsr_cli.errors import OutOfMemoryError, UsageError
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,8 @@ ACTIVATION_BYTES = 2048
 MEMORY_FRACTION = 0.6
 #: smallest tile side the OOM fallback tries (raised to spec.min_size / tile_multiple)
 MIN_TILE = 32
+#: rectangular auto tiles replace the square plan only when they compute at most this share of it
+RECT_GAIN = 0.95
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,8 @@ class RunOptions:
 @dataclass
 class RunResult:
     """``sr``: (N,3,sH,sW) float32 on the CPU, not clamped. ``tile``: LR tile side used (0 = the
-    whole image in one piece); ``tiles``: tiles run; ``fp32_fallbacks``: half-precision tiles
+    whole image in one piece; for rectangular auto tiles the shorter side that cuts the image);
+    ``tiles``: tiles run; ``fp32_fallbacks``: half-precision tiles
     redone in fp32; ``seed``: the seed used (None for deterministic models)."""
 
     sr: Tensor
@@ -123,14 +127,20 @@ def _min_tile(model: LoadedModel) -> int:
     return min(floor, max(m, model.spec.default_tile))  # never above the model's own patch cap
 
 
-def auto_tile(model: LoadedModel, height: int, width: int, batch: int = 1, overlap: int | None = None) -> int:
-    """The tile side for ``tile=None``: 0 (whole image) when it fits, else the fewest tiles that fit.
+def auto_tile(
+    model: LoadedModel, height: int, width: int, batch: int = 1, overlap: int | None = None
+) -> int | tuple[int, int]:
+    """The tiles for ``tile=None``: 0 (whole image) when it fits, else the cheapest tiling that fits.
 
     The cap is ``spec.default_tile`` times ``spec.whole_image_up_to`` (the whole-image bound; a
     hard cap where that is 1.0). The largest fitting side (a multiple of ``spec.tile_multiple``
-    within ``[min tile, cap]``) sets how many tiles the longer side needs; the side is then shrunk
-    to the smallest that still covers it with that many tiles and ``overlap`` (default: the
-    architecture's), so no tile is mostly overlap and no work is spent on a nearly empty last row.
+    within ``[min tile, cap]``) sets how many square tiles the longer side needs; the side is then
+    shrunk to the smallest that still covers it with that many tiles and ``overlap`` (default: the
+    architecture's). Rectangular tiles replace that square plan when they compute at most
+    ``RECT_GAIN`` of its pixels (tile padding to the grid counted) within the same tile area: each
+    image side cut into 1, 2, 3 ... balanced tiles (1 = the whole side, within the cap), e.g. two
+    full-width strips where a 2 x 2 grid would overlap more. Returns a square side, or
+    (height, width).
     """
     spec = model.spec
     budget = devices.free_memory_bytes(model.device) * MEMORY_FRACTION
@@ -145,14 +155,48 @@ def auto_tile(model: LoadedModel, height: int, width: int, batch: int = 1, overl
     m = max(1, spec.tile_multiple)
     floor = _min_tile(model)
     side = max(min(side // m * m, whole_cap // m * m or m), floor)
+    side_area = side * side  # what one tile may hold
     ov = spec.default_overlap if overlap is None else overlap
     longest = max(height, width)
     if ov < side < longest:  # balance: the same number of tiles, each as small as that allows
         n = math.ceil((longest - ov) / (side - ov))
         even = math.ceil((longest + (n - 1) * ov) / n)
         side = max(floor, min(side, math.ceil(even / m) * m))
+    # rectangular tiles (each image side cut on its own) where they compute clearly less
+    pad = m if m > 1 else 0  # a tile's padding to the grid, as the model pays it
+    cost = _plan_cost(plan_tiles(height, width, side, min(ov, side // 2), m), pad)
+    best: tuple[int, int, int] | None = None  # (cost, th, tw)
+    for th in _balanced_sides(height, ov, m, floor, whole_cap):
+        for tw in _balanced_sides(width, ov, m, floor, whole_cap):
+            if th * tw <= side_area:
+                c = _plan_cost(plan_tiles(height, width, (th, tw), ov, m), pad)
+                best = (c, th, tw) if best is None or (c, th, tw) < best else best
+    if best is not None and best[0] <= RECT_GAIN * cost:
+        log.debug("auto tile %dx%d (budget %.0f MiB on %s)", best[1], best[2], budget / 2**20, model.device)
+        return best[1], best[2]
     log.debug("auto tile %d (budget %.0f MiB on %s)", side, budget / 2**20, model.device)
     return side
+
+
+def _plan_cost(tiles: Sequence[Tile], pad: int) -> int:
+    """LR pixels the model computes for a plan: every tile with its padding to the grid."""
+    return len(tiles) * (tiles[0].h + pad) * (tiles[0].w + pad)
+
+
+def _balanced_sides(length: int, overlap: int, m: int, floor: int, cap: int) -> list[int]:
+    """Tile sides for cutting ``length`` into 1, 2, 3 ... tiles: the whole side (within ``cap``),
+    then for each count the smallest grid side that covers it with ``overlap`` (at least
+    ``floor``, more than ``overlap``, below ``length``)."""
+    sides = [length] if length <= cap else []
+    n = 2
+    while True:
+        even = math.ceil((length + (n - 1) * overlap) / n)
+        t = max(floor, math.ceil(even / m) * m)
+        if t < length and overlap < t <= cap and t not in sides:
+            sides.append(t)
+        if t <= floor or n > length:
+            return sides
+        n += 1
 
 
 def _seed_for(seed: int, tiles: Sequence[Tile], whole: bool) -> int:
@@ -291,7 +335,7 @@ def _run_once(model: LoadedModel, lq: Tensor, options: RunOptions, progress: Pro
 
     while True:
         runner = _Runner(model, seed, options.steps, (height, width))
-        side = tile if 0 < tile < max(height, width) else max(height, width)
+        side = _split_side(tile, height, width)
         tile_overlap = _overlap_for(side, overlap, explicit=options.tile_overlap is not None)
         margin = None if spec_margin is None else min(spec_margin, tile_overlap // 2)
         try:
@@ -299,7 +343,7 @@ def _run_once(model: LoadedModel, lq: Tensor, options: RunOptions, progress: Pro
                 runner,
                 lq,
                 scale=model.scale,
-                tile=side,
+                tile=tile if isinstance(tile, tuple) else side,
                 overlap=tile_overlap,
                 multiple=max(1, spec.tile_multiple),
                 batch=options.tile_batch,
@@ -327,7 +371,7 @@ def _run_once(model: LoadedModel, lq: Tensor, options: RunOptions, progress: Pro
     sr = sr.to("cpu", torch.float32)
     return RunResult(
         sr=sr.clone() if sr.is_inference() else sr,  # a plain tensor callers may edit in place
-        tile=0 if runner.tiles == 1 else tile,
+        tile=0 if runner.tiles == 1 else side,
         tiles=runner.tiles,
         fp32_fallbacks=runner.fallbacks,
         seed=seed,
@@ -344,8 +388,19 @@ def _overlap_for(side: int, overlap: int, *, explicit: bool) -> int:
     return min(overlap, side // 2)
 
 
-def _smaller(model: LoadedModel, tile: int, height: int, width: int) -> int:
-    """Half of ``tile`` (0 = whole image: half its longer side) on the multiple grid; 0 = give up."""
+def _split_side(tile: int | tuple[int, int], height: int, width: int) -> int:
+    """The side that limits the overlap: a square tile's side (the longer image side when it
+    covers the image); for (h, w) tiles the shorter of the sides that actually cut the image."""
+    if isinstance(tile, tuple):
+        cut = [t for t, n in zip(tile, (height, width), strict=True) if t < n]
+        return min(cut) if cut else max(height, width)
+    return tile if 0 < tile < max(height, width) else max(height, width)
+
+
+def _smaller(model: LoadedModel, tile: int | tuple[int, int], height: int, width: int) -> int:
+    """Half of ``tile`` (0 = whole image: half its longer side; (h, w): half the longer) on the
+    multiple grid; 0 = give up."""
+    tile = max(tile) if isinstance(tile, tuple) else tile
     current = tile if 0 < tile < max(height, width) else max(height, width)
     m = max(1, model.spec.tile_multiple)
     nxt = current // 2 // m * m

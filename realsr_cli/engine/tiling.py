@@ -122,18 +122,22 @@ def _starts(n: int, side: int, stride: int) -> list[int]:
     return starts
 
 
-def plan_tiles(height: int, width: int, tile: int, overlap: int, multiple: int = 1) -> list[Tile]:
+def plan_tiles(
+    height: int, width: int, tile: int | tuple[int, int], overlap: int, multiple: int = 1
+) -> list[Tile]:
     """Equal-size tiles covering a ``height`` x ``width`` LR image, row-major, deterministic.
 
-    Along a side longer than ``tile`` the tile side is ``tile`` rounded down to ``multiple`` (at
-    least ``multiple``), neighbours are ``side - overlap`` apart and the last one is shifted back
-    inside the image (never shrunk). A side that fits in ``tile`` is one tile of the whole side.
+    ``tile``: a square side, or (height, width) of the tiles. Along a side longer than its tile
+    side the tile side is rounded down to ``multiple`` (at least ``multiple``), neighbours are
+    ``side - overlap`` apart and the last one is shifted back inside the image (never shrunk). A
+    side that fits in its tile side is one tile of the whole side.
     """
+    tile_h, tile_w = (tile, tile) if isinstance(tile, int) else tile
     if height < 1 or width < 1:
         raise UsageError(f"image size must be positive, got {width}x{height}")
-    if tile < 1 or multiple < 1 or overlap < 0:
+    if min(tile_h, tile_w) < 1 or multiple < 1 or overlap < 0:
         raise UsageError(f"invalid tiling: tile={tile}, overlap={overlap}, multiple={multiple}")
-    th, tw = _side(height, tile, multiple), _side(width, tile, multiple)
+    th, tw = _side(height, tile_h, multiple), _side(width, tile_w, multiple)
     for n, side in ((height, th), (width, tw)):
         if n > side and overlap >= side:
             raise UsageError(
@@ -172,7 +176,7 @@ def tiled_forward(
     lq: Tensor,
     *,
     scale: int,
-    tile: int,
+    tile: int | tuple[int, int],
     overlap: int,
     multiple: int = 1,
     batch: int = 1,

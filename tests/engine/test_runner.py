@@ -165,7 +165,12 @@ def test_auto_runs_whole_images_up_to_the_declared_multiple_of_the_tile(monkeypa
     assert runner.auto_tile(loaded(LocalNet(), default_tile=32, tile_multiple=8), 60, 50) == 32
     budget = runner.estimate_bytes(wide, 40, 40) / runner.MEMORY_FRACTION
     monkeypatch.setattr(devices, "free_memory_bytes", lambda d: int(budget) + 1)
-    assert runner.auto_tile(wide, 60, 50) == 40  # does not fit whole: the largest fitting tile (40)
+    # does not fit whole; the largest fitting square is 40 (2 x 2 tiles of 40, 4 x 48^2 = 9216 px
+    # with padding), but three full-width 32 x 50 tiles hold no more (1600 px) and compute 3 x 40
+    # x 58 = 6960 (0.76x): those
+    assert runner.auto_tile(wide, 60, 50) == (32, 50)
+    res = run_model(wide, image(60, 50), RunOptions())
+    assert (res.tile, res.tiles) == (32, 3)
 
 
 @pytest.mark.parametrize(
@@ -175,9 +180,15 @@ def test_auto_runs_whole_images_up_to_the_declared_multiple_of_the_tile(monkeypa
         (700, 2**20, 368),  # two tiles per side: ceil((700 + 16) / 2) = 358 -> 368 (16-px grid)
         (1024, 2**20, 528),  # two per side instead of six of 192: ceil(1040 / 2) = 520 -> 528
         (1024, 12288, 272),  # 12 GiB free: four per side, ceil(1072 / 4) = 268 -> 272
-        (1024, 8192, 224),  # 8 GiB: five per side, ceil(1088 / 5) = 218 -> 224
+        # 8 GiB: 240 fits; square: five per side of 224 (25 x 240^2 px with padding = 1.44 M);
+        # 160 x 352 tiles (same area bound) need 7 x 3 = 21 of 176 x 368 = 1.36 M (0.94x) -> rect
+        (1024, 8192, (160, 352)),
         (1024, 4096, 160),  # 4 GiB: seven per side, ceil(1120 / 7) = 160 (272 would need 3.6 GB)
-        (300, 1024, 80),  # 1 GiB free: five per side, ceil(364 / 5) = 73 -> 80
+        # 1 GiB: square 80 (25 x 96^2 = 230 k); 64 x 96: 6 x 4 = 24 of 80 x 112 = 215 k (0.93x)
+        (300, 1024, (64, 96)),
+        # ~21 GiB: 400 fits, not the whole 512; square 2 x 2 of 272 (4 x 288^2 = 332 k) vs two
+        # full-width strips 272 x 512 (2 x 288 x 528 = 304 k, 0.92x): the strips
+        (512, 22000, (272, 512)),
     ],
 )
 def test_auto_tile_policy_for_femasr_sizes(monkeypatch, size, free_mib, expected):

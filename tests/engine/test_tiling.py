@@ -82,6 +82,16 @@ def test_plan_covers_with_equal_tiles(height, width, tile, overlap, multiple):
     assert [(t.y, t.x) for t in tiles] == sorted((t.y, t.x) for t in tiles)  # row-major
 
 
+@pytest.mark.parametrize(("height", "width"), SIZES)
+def test_rectangular_plan_is_each_side_planned_on_its_own(height, width):
+    """``tile=(th, tw)``: rows as a square ``th`` plans them, columns as a square ``tw`` does."""
+    rect = plan_tiles(height, width, (32, 48), 8, 8)
+    rows = {(t.y, t.h) for t in plan_tiles(height, width, 32, 8, 8)}
+    cols = {(t.x, t.w) for t in plan_tiles(height, width, 48, 8, 8)}
+    assert {(t.y, t.h) for t in rect} == rows and {(t.x, t.w) for t in rect} == cols
+    assert len(rect) == len(rows) * len(cols)
+
+
 def test_plan_small_image_is_one_whole_tile():
     assert plan_tiles(30, 40, 64, 16, 8) == [Tile(0, 0, 30, 40)]
 
@@ -137,7 +147,7 @@ def images():
 @pytest.mark.parametrize("size", [(37, 53), (101, 67)])
 @pytest.mark.parametrize(
     ("tile", "overlap", "multiple", "batch"),
-    [(16, 8, 1, 1), (24, 16, 8, 3), (32, 12, 1, 4), (40, 16, 4, 2)],
+    [(16, 8, 1, 1), (24, 16, 8, 3), (32, 12, 1, 4), (40, 16, 4, 2), ((16, 40), 8, 1, 2), ((40, 24), 16, 8, 3)],
 )
 @pytest.mark.parametrize("window", ["gaussian", "flat"])
 def test_tiled_equals_untiled_for_local_model(
