@@ -14,8 +14,9 @@ Each measurement runs in a fresh interpreter (so imports and caches are cold, as
 4. Peak RSS (``ru_maxrss``) of that interpreter after torch's import vs after the load, next to
    the file's size: the load's transient copies show as (peak delta) / (file size) above 1.
 
-Also builds a released-size FeMaSR x4 (34M parameters, random weights) as a realsr file in a temp
-folder, so a large model is measured without downloading anything. Prints a table and the load
+Also builds released-size networks with random weights as realsr files in a temp folder
+(``ARCH-big``: ``femasr-big`` by default, 34M parameters; ``upsr-big``, ``realsrt-big`` on
+request), so large models are measured without downloading anything. Prints a table and the load
 average; writes nothing else.
 """
 
@@ -84,16 +85,21 @@ def run(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
     return time.perf_counter() - t, r.stdout
 
 
-def big_femasr(folder: Path) -> Path:
+def big_released(arch: str, folder: Path) -> Path:
+    """A realsr file of ``arch`` at its released size with seeded random weights (FeMaSR x4:
+    ``FeMaSRConfig.released(4)``; the others' default configs are their released ones)."""
     import torch
 
-    from realsr_cli.models.femasr import FeMaSRConfig, FeMaSRNet
+    from realsr_cli.models.femasr import FeMaSRConfig
+    from realsr_cli.registry.archs import get_arch
     from realsr_cli.registry.loader import save_weights
 
+    spec = get_arch(arch)
     torch.manual_seed(0)
-    net = FeMaSRNet(FeMaSRConfig.released(4))
-    path = folder / "femasr-x4-released-size.safetensors"
-    save_weights(path, arch="femasr", config=net.config, state_dict=net.state_dict())
+    config = FeMaSRConfig.released(4) if arch == "femasr" else spec.config_cls()
+    net = spec.build(config)
+    path = folder / f"{arch}-released-size.safetensors"
+    save_weights(path, arch=arch, config=config, state_dict=net.state_dict())
     return path
 
 
@@ -121,8 +127,9 @@ def main() -> int:
               f"realsr upscale 16x16 (default model) end to end: {upscale:.2f}s "
               f"({upscale - torch_import:.2f}s beyond torch's import)")
         for name in args.models:
-            source = str(big_femasr(tmpd)) if name == "femasr-big" else name
-            if name == "femasr-big":
+            big = name.endswith("-big")
+            source = str(big_released(name.removesuffix("-big"), tmpd)) if big else name
+            if big:
                 size = Path(source).stat().st_size
             else:
                 from realsr_cli.registry import catalog, hub

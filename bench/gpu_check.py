@@ -177,8 +177,12 @@ def s_auto_tile(dev: torch.device, args: argparse.Namespace) -> dict[str, Any]:
     from realsr_cli.engine.runner import auto_tile
 
     model = _probe(dev, torch.float32)
-    rows = [{"lr_size": s, "tile": auto_tile(model, s, s)} for s in (128, 512, 2048, 4096)]
-    return {"ok": all(r["tile"] >= 0 for r in rows), "free_memory_bytes": devices.free_memory_bytes(dev), "rows": rows}
+    rows = []
+    for s in (128, 512, 2048, 4096):
+        t = auto_tile(model, s, s)  # a square side, or (height, width) for rectangular tiles
+        rows.append({"lr_size": s, "tile": t if isinstance(t, int) else list(t)})
+    ok = all(min([r["tile"]] if isinstance(r["tile"], int) else r["tile"]) >= 0 for r in rows)
+    return {"ok": ok, "free_memory_bytes": devices.free_memory_bytes(dev), "rows": rows}
 
 
 def s_seeded_diffusion(dev: torch.device, args: argparse.Namespace) -> dict[str, Any]:

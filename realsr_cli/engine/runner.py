@@ -166,16 +166,24 @@ def auto_tile(
     pad = m if m > 1 else 0  # a tile's padding to the grid, as the model pays it
     cost = _plan_cost(plan_tiles(height, width, side, min(ov, side // 2), m), pad)
     best: tuple[int, int, int] | None = None  # (cost, th, tw)
-    for th in _balanced_sides(height, ov, m, floor, whole_cap):
-        for tw in _balanced_sides(width, ov, m, floor, whole_cap):
+    rows = [(th, _count(height, th, ov)) for th in _balanced_sides(height, ov, m, floor, whole_cap)]
+    cols = [(tw, _count(width, tw, ov)) for tw in _balanced_sides(width, ov, m, floor, whole_cap)]
+    for th, nh in rows:
+        for tw, nw in cols:
             if th * tw <= side_area:
-                c = _plan_cost(plan_tiles(height, width, (th, tw), ov, m), pad)
+                c = nh * nw * (th + pad) * (tw + pad)
                 best = (c, th, tw) if best is None or (c, th, tw) < best else best
     if best is not None and best[0] <= RECT_GAIN * cost:
         log.debug("auto tile %dx%d (budget %.0f MiB on %s)", best[1], best[2], budget / 2**20, model.device)
         return best[1], best[2]
     log.debug("auto tile %d (budget %.0f MiB on %s)", side, budget / 2**20, model.device)
     return side
+
+
+def _count(length: int, side: int, overlap: int) -> int:
+    """How many tiles of ``side`` :func:`~realsr_cli.engine.tiling.plan_tiles` puts along
+    ``length`` (``side`` on the grid or the whole length, as :func:`_balanced_sides` gives)."""
+    return 1 if side >= length else 1 + math.ceil((length - side) / (side - overlap))
 
 
 def _plan_cost(tiles: Sequence[Tile], pad: int) -> int:
