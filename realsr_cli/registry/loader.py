@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import tempfile
 from collections.abc import Mapping
@@ -295,20 +296,45 @@ def load_weights(path: str | os.PathLike[str]) -> tuple[ArchSpec, Any, nn.Module
     return spec, config, net.eval()
 
 
+#: safetensors dtype names -> torch dtype attribute names
+_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
+           "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
+
+
 def _read_aligned(path: Path) -> dict[str, Tensor]:
-    """The file's tensors, each in its own freshly allocated (hence aligned) CPU memory, read one at
-    a time: peak memory is the weights plus the largest tensor. (safetensors hands out views at
-    arbitrary byte offsets of one buffer; unaligned weights take other SIMD paths in the CPU
-    kernels and change results in the last bits, so they are not used as they are.)"""
+    """The file's tensors, each read with plain file reads straight into its own freshly allocated
+    (hence aligned) CPU memory: peak memory is the weights once. (Not through safetensors' memory
+    map: its pages count in the process's RSS while mapped, so mapping and copying peaked at twice
+    the file; and its views sit at arbitrary byte offsets — unaligned weights take other SIMD paths
+    in the CPU kernels and change results in the last bits.) The header was validated by
+    :func:`_check_shapes_first`; sizes are checked again here, a short read is an :class:`OSError`."""
+    import json
+    import struct
+
     import torch
-    from safetensors import safe_open
 
     out: dict[str, Tensor] = {}
-    with safe_open(str(path), framework="pt", device="cpu") as fh:
-        for key in fh.keys():  # noqa: SIM118  (safe_open has no __iter__)
-            view = fh.get_tensor(key)
-            out[key] = torch.empty(view.shape, dtype=view.dtype).copy_(view)
-            del view
+    with open(path, "rb") as fh:
+        (size,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(size))
+        base = 8 + size
+        for key, info in header.items():
+            if key == "__metadata__":
+                continue
+            dtype = getattr(torch, _DTYPES.get(info["dtype"], ""), None)
+            start, end = info["data_offsets"]
+            buf = torch.empty(end - start, dtype=torch.uint8)
+            if not isinstance(dtype, torch.dtype) or buf.numel() != math.prod(info["shape"]) * dtype.itemsize:
+                raise OSError(f"tensor {key!r}: dtype {info['dtype']} and shape {info['shape']} do not "
+                              f"match its {buf.numel()} bytes")
+            fh.seek(base + start)
+            view, done = memoryview(buf.numpy()), 0
+            while done < len(view):
+                n = fh.readinto(view[done:])
+                if not n:
+                    raise OSError(f"tensor {key!r}: the file ends {len(view) - done} bytes early")
+                done += n
+            out[key] = buf.view(dtype).reshape(info["shape"])
     return out
 
 
