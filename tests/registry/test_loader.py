@@ -241,7 +241,9 @@ def test_a_network_with_tensors_outside_its_state_dict_is_built_and_copied(tmp_p
 
 def test_loading_builds_on_meta_without_random_fills_or_dynamo():
     """The meta-device builds (shape check, adoption) skip random initialisation: ``normal_`` on a
-    meta tensor would import torch._dynamo (about a second of every `realsr upscale`)."""
+    meta tensor would import torch._dynamo (about a second of every `realsr upscale`). Every
+    architecture at its released size too (UPSR's mask and log-scale init, RealSRT's mask token
+    did import it, and ``torch.randn`` on meta imports sympy: ~800 modules, 85 MB of a 469 MiB load)."""
     import subprocess
     import sys
 
@@ -253,7 +255,12 @@ def test_loading_builds_on_meta_without_random_fills_or_dynamo():
             "assert all(p.is_meta for p in net.parameters())\n"
             "for name in ('bicres-x4', 'ugtsr-x4-cpu', 'ssr-x4-cpu'):\n"
             "    loader.load_weights(hub.fetch(catalog.load_catalog().get(name)))\n"
-            "print('torch._dynamo' in sys.modules)\n")
+            "from realsr_cli.models.femasr import FeMaSRConfig\n"
+            "for arch in ('femasr', 'ugtsr', 'realsrt', 'upsr', 'ssr', 'bicres'):\n"  # released sizes
+            "    spec = get_arch(arch)\n"
+            "    cfg = FeMaSRConfig.released(4) if arch == 'femasr' else spec.config_cls()\n"
+            "    net = loader.build_on_meta(spec, cfg)\n"
+            "print('torch._dynamo' in sys.modules, 'sympy' in sys.modules)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "False"
+    assert done.stdout.strip() == "False False"

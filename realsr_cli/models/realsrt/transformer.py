@@ -141,7 +141,7 @@ class Attention(nn.Module):
         self.scale = scale
         self.cross = cross
         self.norm = LayerNorm(dim)
-        self.null_kv = nn.Parameter(torch.randn(2, heads, 1, dim_head))
+        self.null_kv = nn.Parameter(torch.empty(2, heads, 1, dim_head).normal_())
         self.to_q = nn.Linear(dim, inner, bias=False)
         self.to_kv = nn.Linear(dim, 2 * inner, bias=False)
         self.q_scale = nn.Parameter(torch.ones(dim_head))
@@ -239,7 +239,9 @@ class TokenTransformer(nn.Module):
         c = config
         self.token_emb = nn.Embedding(n_embed + 1, embed_dim)
         if c.predicts_tokens:
-            self.mask_token = nn.Parameter(torch.randn(1, 1, c.dim) * 0.02)
+            # randn == empty().normal_() bit for bit, and in-place ops: on the meta device (loading)
+            # randn imports sympy and `* 0.02` torch._dynamo (~800 modules); a skipped fill does not
+            self.mask_token = nn.Parameter(torch.empty(1, 1, c.dim).normal_().mul_(0.02))
         else:
             self.mask_token = None
         grid = math.isqrt(c.seq_len)

@@ -215,7 +215,7 @@ class Codebook(nn.Module):
     def __init__(self, n_embed: int, embed_dim: int) -> None:
         super().__init__()
         self.n_embed = n_embed
-        self.weight = nn.Parameter(torch.randn(n_embed + 1, embed_dim))
+        self.weight = nn.Parameter(torch.empty(n_embed + 1, embed_dim).normal_())
 
     @property
     def codes(self) -> Tensor:

@@ -128,7 +128,8 @@ class _CategoryAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int, category_size: int) -> None:
         super().__init__()
         self.num_heads, self.category_size = num_heads, category_size
-        self.logit_scale = nn.Parameter(torch.log(torch.full((1, 1), 10.0)))
+        # log(10) as a constant: torch.log on the meta device (loading) imports torch._dynamo
+        self.logit_scale = nn.Parameter(torch.full((1, 1), math.log(10.0)))  # == torch.log(10.0) in fp32
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, qkv: Tensor, sim: Tensor) -> Tensor:
@@ -250,7 +251,7 @@ class _LayerGroup(nn.Module):
             _ATDLayer(cfg, num_heads, 0 if i % 2 == 0 else cfg.window_size // 2, i == depth - 1)
             for i in range(depth)
         )
-        self.td = nn.Parameter(torch.randn(cfg.num_tokens, cfg.embed_dim))
+        self.td = nn.Parameter(torch.empty(cfg.num_tokens, cfg.embed_dim).normal_())  # == randn, meta-safe
 
     def forward(self, x: Tensor, size: tuple[int, int], rpi: Tensor, mask: Tensor | None) -> Tensor:
         td = self.td.expand(x.shape[0], -1, -1)

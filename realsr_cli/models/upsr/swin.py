@@ -46,9 +46,11 @@ def row_region_mask(height: int, width: int, window: int, shift: int) -> Tensor:
 
     Regions are row bands ``[0, H-window)``, ``[H-window, H-shift)``, ``[H-shift, H)``; inside each
     window the region ids are read column-major. Pairs of tokens in different regions get -100.
-    Windows are ordered row-major, as in the attention.
+    Windows are ordered row-major, as in the attention. Computed on the CPU whatever the default
+    device (on the meta device, building a network for loading, ``masked_fill_`` would go through
+    torch's reference decompositions, whose first use imports torch._dynamo: ~800 modules, 85 MB).
     """
-    region = torch.zeros(height)
+    region = torch.zeros(height, device="cpu")
     region[height - window : height - shift] = 1.0
     region[height - shift :] = 2.0
     ids = region[:, None].expand(height, width)
@@ -56,7 +58,7 @@ def row_region_mask(height: int, width: int, window: int, shift: int) -> Tensor:
     ids = ids.reshape(height // window, window, width // window, window).permute(0, 2, 3, 1)
     ids = ids.reshape(-1, window * window)
     differs = ids[:, None, :] != ids[:, :, None]
-    return torch.zeros(differs.shape).masked_fill_(differs, _MASK_VALUE)
+    return torch.zeros(differs.shape, device="cpu").masked_fill_(differs, _MASK_VALUE)
 
 
 class MaskCache:
