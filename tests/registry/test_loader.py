@@ -256,7 +256,8 @@ def test_loading_builds_on_meta_without_random_fills_or_dynamo():
             "for name in ('bicres-x4', 'ugtsr-x4-cpu', 'ssr-x4-cpu'):\n"
             "    loader.load_weights(hub.fetch(catalog.load_catalog().get(name)))\n"
             "from realsr_cli.models.femasr import FeMaSRConfig\n"
-            "for arch in ('femasr', 'ugtsr', 'realsrt', 'upsr', 'ssr', 'bicres'):\n"  # released sizes
+            "from realsr_cli.registry.archs import ARCHITECTURES\n"
+            "for arch in ARCHITECTURES:\n"  # every one, at its default (= released) size
             "    spec = get_arch(arch)\n"
             "    cfg = FeMaSRConfig.released(4) if arch == 'femasr' else spec.config_cls()\n"
             "    net = loader.build_on_meta(spec, cfg)\n"
