@@ -24,15 +24,8 @@ import subprocess
 import sys
 import tempfile
 
-from _table import print_table  # bench/_table.py (scripts run as python bench/NAME.py)
-
-
-def _status_kib(key: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise KeyError(key)
+from _proc import status_kib  # bench/_proc.py (scripts run as python bench/NAME.py)
+from _table import print_table
 
 
 def _random_weights(arch: str, folder: str) -> str:
@@ -65,9 +58,9 @@ def one(name: str, size: int, precision: str, threads: int) -> dict:
     devices.trim_cpu_heap()  # free heap kept from loading would hide part of the run's peak
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # resets VmHWM to the current RSS
-    before = _status_kib("VmRSS") * 1024
+    before = status_kib("VmRSS") * 1024
     run_model(model, lq, RunOptions(tile=0, seed=0))
-    peak = _status_kib("VmHWM") * 1024
+    peak = status_kib("VmHWM") * 1024
     out_px = (size * model.scale) ** 2
     return {"dtype": str(model.dtype).replace("torch.", ""), "measured": (peak - before) / out_px,
             "estimate": estimate_bytes(model, size, size) / out_px, "peak_mib": (peak - before) / 2**20}

@@ -16,7 +16,8 @@ import subprocess
 import sys
 import time
 
-from _table import print_table  # bench/_table.py (scripts run as python bench/NAME.py)
+from _proc import status_kib  # bench/_proc.py (scripts run as python bench/NAME.py)
+from _table import print_table
 
 TAG = "ALLOC_RESULT "
 
@@ -36,8 +37,7 @@ def _child(case: str, repeat: int, threads: int) -> None:
     options = RunOptions(tile=None if tile == "auto" else int(tile))
     result = run_model(model, lq, options)
     best = min(_timed(lambda: run_model(model, lq, options)) for _ in range(repeat))
-    with open("/proc/self/status") as f:
-        hwm = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+    hwm = status_kib("VmHWM") / 1024
     print(TAG + json.dumps({"tuned": tuned, "wall": best, "hwm": hwm, "tile": result.tile,
                             "tiles": result.tiles, "dtype": str(model.dtype)[6:]}), flush=True)
 

@@ -37,6 +37,8 @@ import sys
 import tempfile
 import time
 
+from _proc import peak_rss_mib  # bench/_proc.py (scripts run as python bench/NAME.py)
+
 RESULT_TAG = "BENCH_RESULT "
 PATHS = ("reference", "ours")
 MODELS = {
@@ -44,20 +46,6 @@ MODELS = {
     "atd": "UPSR's ATD g alone",
     "realsrt": "RealSRT x4, T=4 iterative decoding + CCM + AdaIN",
 }
-
-
-def _vm_hwm_mib() -> float:
-    """Peak resident set size of this process (MiB), from /proc/self/status (ru_maxrss fallback)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _build(model: str, steps: int | None = None):
@@ -124,7 +112,7 @@ def _child(model: str, path: str, args: argparse.Namespace) -> None:
         net.to(memory_format=torch.contiguous_format)
     params = sum(p.numel() for p in net.parameters())
     lq = _lq(args.size)
-    rss_before = _vm_hwm_mib()
+    rss_before = peak_rss_mib()
     runs = []
     for _ in range(args.repeat):
         with _path_context(path):
@@ -135,7 +123,7 @@ def _child(model: str, path: str, args: argparse.Namespace) -> None:
     result = {
         "seconds": min(r[0] for r in runs),
         "cpu_seconds": min(r[1] for r in runs),
-        "peak_rss_mib": _vm_hwm_mib(),
+        "peak_rss_mib": peak_rss_mib(),
         "model_rss_mib": rss_before,
         "params": params,
         "out_shape": list(out.shape),

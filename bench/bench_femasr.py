@@ -21,21 +21,9 @@ import subprocess
 import sys
 import time
 
+from _proc import peak_rss_mib  # bench/_proc.py (scripts run as python bench/NAME.py)
+
 RESULT_TAG = "BENCH_RESULT "
-
-
-def _vm_hwm_mib() -> float:
-    """Peak resident set size of this process (MiB), from /proc/self/status (ru_maxrss fallback)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _child(size: int, tile: int, repeat: int, threads: int) -> None:
@@ -58,7 +46,7 @@ def _child(size: int, tile: int, repeat: int, threads: int) -> None:
     params = sum(p.numel() for p in net.parameters())
     lq = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1))
     options = RunOptions(tile=tile)
-    rss_before = _vm_hwm_mib()
+    rss_before = peak_rss_mib()
     times = []
     tiles = 0
     with torch.inference_mode():
@@ -79,7 +67,7 @@ def _child(size: int, tile: int, repeat: int, threads: int) -> None:
                 "tiles": tiles,
                 "seconds": best,
                 "mp_per_s": out_mp / best,
-                "peak_rss_mib": _vm_hwm_mib(),
+                "peak_rss_mib": peak_rss_mib(),
                 "model_rss_mib": rss_before,
                 "params": params,
                 "torch": torch.__version__,
