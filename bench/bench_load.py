@@ -34,13 +34,12 @@ from pathlib import Path
 
 CHILD = r"""
 import json, sys, time
-def hwm_kib():  # VmHWM: ru_maxrss of an exec'd child starts at the parent's RSS on Linux
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+sys.path.insert(0, sys.argv[2])  # bench/, for _proc
+from _proc import status_kib
 t0 = time.perf_counter()
 import torch
 torch_s = time.perf_counter() - t0
-rss0 = hwm_kib()
+rss0 = status_kib("VmHWM")
 source = sys.argv[1]
 t = time.perf_counter()
 from realsr_cli.engine import api
@@ -58,7 +57,7 @@ spec, config = loader._spec_and_config(meta, str(path))
 t = time.perf_counter()
 spec, config, net = loader.load_weights(path)
 load_s = time.perf_counter() - t
-rss1 = hwm_kib()  # the load's peak, before anything else of this script allocates
+rss1 = status_kib("VmHWM")  # the load's peak, before anything else of this script allocates
 del net
 t = time.perf_counter()
 net = spec.build(config)  # timed only: a plain build with its random initialisation
@@ -140,7 +139,7 @@ def main() -> int:
                 from realsr_cli.registry import catalog, hub
 
                 size = hub.fetch(catalog.load_catalog().get(name), offline=True).stat().st_size
-            runs = [json.loads(run([py, "-c", CHILD, source], env)[1]) for _ in range(args.repeats)]
+            runs = [json.loads(run([py, "-c", CHILD, source, str(Path(__file__).resolve().parent)], env)[1]) for _ in range(args.repeats)]
             med = {k: sorted(r[k] for r in runs)[len(runs) // 2] for k in runs[0]}
             delta = med["rss_after_load_mib"] - med["rss_after_torch_mib"]
             rows.append((name, size / 2**20, med, delta))
