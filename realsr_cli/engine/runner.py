@@ -41,7 +41,7 @@ from torch import Tensor
 
 from realsr_cli.engine import device as devices
 from realsr_cli.engine.model import LoadedModel
-from realsr_cli.engine.tiling import DEFAULT_SIGMA, Tile, plan_tiles, tiled_forward
+from realsr_cli.engine.tiling import DEFAULT_SIGMA, Tile, grid_side, tiled_forward
 from realsr_cli.errors import OutOfMemoryError, UsageError
 
 log = logging.getLogger(__name__)
@@ -164,14 +164,13 @@ def auto_tile(
         side = max(floor, min(side, math.ceil(even / m) * m))
     # rectangular tiles (each image side cut on its own) where they compute clearly less
     pad = m if m > 1 else 0  # a tile's padding to the grid, as the model pays it
-    cost = _plan_cost(plan_tiles(height, width, side, min(ov, side // 2), m), pad)
+    square = grid_side(height, side, m), grid_side(width, side, m)  # as plan_tiles cuts them
+    cost = _plan_cost(height, width, *square, min(ov, side // 2), pad)
     best: tuple[int, int, int] | None = None  # (cost, th, tw)
-    rows = [(th, _count(height, th, ov)) for th in _balanced_sides(height, ov, m, floor, whole_cap)]
-    cols = [(tw, _count(width, tw, ov)) for tw in _balanced_sides(width, ov, m, floor, whole_cap)]
-    for th, nh in rows:
-        for tw, nw in cols:
+    for th in _balanced_sides(height, ov, m, floor, whole_cap):
+        for tw in _balanced_sides(width, ov, m, floor, whole_cap):
             if th * tw <= side_area:
-                c = nh * nw * (th + pad) * (tw + pad)
+                c = _plan_cost(height, width, th, tw, ov, pad)
                 best = (c, th, tw) if best is None or (c, th, tw) < best else best
     if best is not None and best[0] <= RECT_GAIN * cost:
         log.debug("auto tile %dx%d (budget %.0f MiB on %s)", best[1], best[2], budget / 2**20, model.device)
@@ -186,9 +185,10 @@ def _count(length: int, side: int, overlap: int) -> int:
     return 1 if side >= length else 1 + math.ceil((length - side) / (side - overlap))
 
 
-def _plan_cost(tiles: Sequence[Tile], pad: int) -> int:
-    """LR pixels the model computes for a plan: every tile with its padding to the grid."""
-    return len(tiles) * (tiles[0].h + pad) * (tiles[0].w + pad)
+def _plan_cost(height: int, width: int, th: int, tw: int, overlap: int, pad: int) -> int:
+    """LR pixels the model computes for ``th`` x ``tw`` tiles (each side on the grid or the whole
+    image side): every tile with its padding to the grid, counted without planning the tiles."""
+    return _count(height, th, overlap) * _count(width, tw, overlap) * (th + pad) * (tw + pad)
 
 
 def _balanced_sides(length: int, overlap: int, m: int, floor: int, cap: int) -> list[int]:

@@ -48,6 +48,7 @@ __all__ = [
     "Tile",
     "TileFn",
     "gaussian_window",
+    "grid_side",
     "plan_tiles",
     "sigma_from_variance",
     "tiled_forward",
@@ -107,8 +108,9 @@ def gaussian_window(
     return win.to(device=device, dtype=dtype)
 
 
-def _side(n: int, tile: int, multiple: int) -> int:
-    """Tile side along an image side of ``n``: the whole side if it fits, else a multiple."""
+def grid_side(n: int, tile: int, multiple: int) -> int:
+    """Tile side along an image side of ``n``: the whole side if it fits, else ``tile`` rounded down
+    to ``multiple`` (at least ``multiple``) — what :func:`plan_tiles` uses."""
     if n <= tile:
         return n
     side = max(multiple, tile // multiple * multiple)
@@ -137,7 +139,7 @@ def plan_tiles(
         raise UsageError(f"image size must be positive, got {width}x{height}")
     if min(tile_h, tile_w) < 1 or multiple < 1 or overlap < 0:
         raise UsageError(f"invalid tiling: tile={tile}, overlap={overlap}, multiple={multiple}")
-    th, tw = _side(height, tile_h, multiple), _side(width, tile_w, multiple)
+    th, tw = grid_side(height, tile_h, multiple), grid_side(width, tile_w, multiple)
     for n, side in ((height, th), (width, tw)):
         if n > side and overlap >= side:
             raise UsageError(
