@@ -33,9 +33,27 @@ class ModelArgs:
     options: api.UpscaleOptions
 
     def load(self, view: _output.ProgressView, device: str | None = None) -> api.LoadedModel:
-        """Load the model (``device`` overrides ``--device``: batch's per-rank GPU)."""
-        return load(self.model, self.weights, self.scale, device or self.device, self.precision,
-                    self.offline, view, self.depth_estimator)
+        """Load the model (``device`` overrides ``--device``: batch's per-rank GPU); download
+        bytes go to ``view``."""
+        from realsr_cli.engine import api
+        from realsr_cli.engine import device as devices
+
+        if self.model and self.weights:
+            raise UsageError("--model and --weights are exclusive", hint="give one of them")
+        scale = self.scale
+        native = int(scale) if scale is not None and float(scale).is_integer() else None
+        loaded = api.load_model(
+            self.weights or self.model,
+            device=device or self.device,
+            precision=self.precision,
+            scale=native,
+            offline=True if self.offline else None,
+            progress=view.bytes,
+            depth_estimator=self.depth_estimator,
+        )
+        if loaded.device.type == "cpu":  # large activations reuse freed memory (engine/device.py)
+            devices.tune_cpu_allocator()
+        return loaded
 
 
 def model_options(*, skip: Iterable[str] = ()) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -97,36 +115,6 @@ def parse(**given: Any) -> ModelArgs:
         precision=getattr(given["precision"], "value", given["precision"]), offline=given["offline"],
         depth_estimator=given["depth_estimator"], save_aux=given["save_aux"], options=options,
     )
-
-
-def load(
-    model: str | None,
-    weights: str | None,
-    scale: float | None,
-    device: str,
-    precision: str,
-    offline: bool,
-    view: _output.ProgressView,
-    depth_estimator: str = "auto",
-) -> api.LoadedModel:
-    from realsr_cli.engine import api
-    from realsr_cli.engine import device as devices
-
-    if model and weights:
-        raise UsageError("--model and --weights are exclusive", hint="give one of them")
-    native = int(scale) if scale is not None and float(scale).is_integer() else None
-    loaded = api.load_model(
-        weights or model,
-        device=device,
-        precision=precision,
-        scale=native,
-        offline=True if offline else None,
-        progress=view.bytes,
-        depth_estimator=depth_estimator,
-    )
-    if loaded.device.type == "cpu":  # large activations reuse freed memory (engine/device.py)
-        devices.tune_cpu_allocator()
-    return loaded
 
 
 def describe(model: api.LoadedModel) -> str:
