@@ -129,7 +129,7 @@ def _femasr() -> ArchSpec:
         build=femasr.FeMaSRNet,
         infer_config=femasr.config_from_state_dict,
         convert_official=femasr.convert_official_state_dict,
-        activation_bytes=lambda cfg: _codebook_activation_bytes(cfg),
+        activation_bytes=_codebook_activation_bytes,
         **_CODEBOOK_RUN,
     )
 
